@@ -1,0 +1,1 @@
+"""nnverify front door: CLI, API, ONNX import, pipeline, attacks, results."""

@@ -1,0 +1,5 @@
+"""VNN-LIB parsing into a normalized :class:`~vnnlib.spec.Spec`."""
+from vnnlib.errors import VnnlibError
+from vnnlib.spec import Clause, InputBox, Property, Spec
+
+__all__ = ["Clause", "InputBox", "Property", "Spec", "VnnlibError"]
