@@ -1,0 +1,177 @@
+"""Public entry point of the bound engine: :func:`compute_bounds`.
+
+Given a graph, an input box ``[input_lower, input_upper]`` (``(B, *input_shape)``,
+one box per BaB domain) and a spec matrix ``C`` (``(B|1, S, n_out)``), it
+returns lower (and optionally upper) bounds of ``C @ flatten(y) - d`` valid for
+every input of each box, by
+
+* ``"ibp"``:         interval arithmetic;
+* ``"crown"``:       CROWN with CROWN intermediate bounds (intersected with IBP);
+* ``"alpha-crown"``: CROWN, then optimized relaxation slopes (and betas).
+
+Linear constraints (split decisions, cuts) holding on the domain enter the
+pass from the spec through multipliers ``beta >= 0`` (see
+:mod:`bounds.constraints`); they are optimized in alpha-crown mode and taken
+from ``warm_start`` (or zero) otherwise.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from bounds.alpha import AlphaSettings, optimize
+from bounds.constraints import LinearConstraints, as_constraint_list, initial_betas
+from bounds.crown import Propagator
+from bounds.graph import Graph
+from bounds.ibp import interval_bounds, spec_interval
+from bounds.ops.base import Bounds
+
+METHODS = ("ibp", "crown", "alpha-crown")
+
+
+@dataclass
+class BoundConfig:
+    """Knobs of :func:`compute_bounds` (defaults chosen by measurement, see
+    ``benchmarks/bound_speed.py``).
+
+    ``max_coeff_elements`` caps ``B * rows * widest_node`` of one backward
+    pass; larger row sets are chunked.  ``early_stop_margin``: stop the
+    optimization once every row's (``early_stop_mode="all"``) or, per domain,
+    some row's (``"any"``: a clause is a conjunction, one violated row
+    suffices) lower bound exceeds it.
+    """
+
+    method: str = "crown"
+    alpha_iterations: int = 20
+    alpha_lr: float = 0.5
+    beta_lr: float = 0.05
+    lr_decay: float = 0.98
+    optimize_intermediate: bool = False
+    alpha_per_row_cap: int = 2 ** 21
+    max_coeff_elements: int = 2 ** 24
+    early_stop_margin: float | None = None
+    early_stop_mode: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown bound method {self.method!r}; expected one of {METHODS}")
+        if self.early_stop_mode not in ("all", "any"):
+            raise ValueError(f"early_stop_mode must be 'all' or 'any', not {self.early_stop_mode!r}")
+
+
+@dataclass
+class BoundResult:
+    """Bounds of ``C y - d`` per domain and row, plus what BaB reuses.
+
+    ``intermediate``: box of every node read by a nonlinear operator (and of the
+    output), ``(B, *shape)`` each.  ``alphas``: optimized relaxation
+    parameters, ``{start: {node: {name: (B, R, *shape)}}}`` with start
+    ``"__spec__"`` for the spec pass.  ``betas``: one ``(B, S, K)`` tensor per
+    constraint set, in the order given (rows: the spec rows, followed by the
+    negated rows when ``want_upper``).
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor | None
+    intermediate: dict[str, Bounds]
+    alphas: dict | None = None
+    betas: list[torch.Tensor] | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def _prepare_spec(spec_matrix, spec_offset, like: torch.Tensor):
+    spec_matrix = torch.as_tensor(spec_matrix).to(device=like.device, dtype=like.dtype)
+    if spec_matrix.dim() == 2:
+        spec_matrix = spec_matrix.unsqueeze(0)
+    if spec_offset is not None:
+        spec_offset = torch.as_tensor(spec_offset).to(device=like.device, dtype=like.dtype)
+        if spec_offset.dim() == 1:
+            spec_offset = spec_offset.unsqueeze(0)
+    return spec_matrix, spec_offset
+
+
+def _warm(warm_start, key):
+    if warm_start is None:
+        return None
+    if isinstance(warm_start, BoundResult):
+        return getattr(warm_start, key)
+    return warm_start.get(key)
+
+
+def compute_bounds(graph: Graph, input_lower: torch.Tensor, input_upper: torch.Tensor,
+                   spec_matrix: torch.Tensor, spec_offset: torch.Tensor | None = None, *,
+                   config: BoundConfig | None = None,
+                   intermediate: Mapping[str, Bounds] | None = None,
+                   constraints: LinearConstraints | list[LinearConstraints] | None = None,
+                   want_upper: bool = False,
+                   warm_start: BoundResult | Mapping | None = None,
+                   deadline: float | None = None) -> BoundResult:
+    """Bounds of ``spec_matrix @ flatten(y) - spec_offset`` over the input box.
+
+    ``intermediate``: boxes known to hold in the domain for some nodes (BaB's
+    split bounds); used for those nodes, the rest are computed.
+    ``warm_start``: a previous :class:`BoundResult` or ``{"alphas", "betas"}``
+    whose tensors are reused when their shapes match.  ``deadline``: a
+    ``time.monotonic()`` value after which the optimization stops (the bound
+    returned is still valid).
+    """
+    config = config or BoundConfig()
+    started = time.perf_counter()
+    spec_matrix, spec_offset = _prepare_spec(spec_matrix, spec_offset, input_lower)
+    num_rows = int(spec_matrix.shape[1])
+    if want_upper:  # upper(C y - d) = -lower(-C y + d): bound both as one row set
+        spec_matrix = torch.cat([spec_matrix, -spec_matrix], dim=1)
+        if spec_offset is not None:
+            spec_offset = torch.cat([spec_offset, -spec_offset], dim=1)
+    constraint_list = as_constraint_list(constraints)
+    stats: dict = {"method": config.method}
+
+    with torch.no_grad():
+        if config.method == "ibp":
+            boxes = interval_bounds(graph, input_lower, input_upper, intermediate)
+            lower, upper = spec_interval(spec_matrix[:, :num_rows], *boxes[graph.output_name],
+                                         None if spec_offset is None else spec_offset[:, :num_rows])
+            stats["time"] = time.perf_counter() - started
+            keep = {name: boxes[name] for name in _relaxed_nodes(graph)}
+            return BoundResult(lower, upper if want_upper else None, keep, None, None, stats)
+
+        prop = Propagator(graph, input_lower, input_upper, config.max_coeff_elements)
+        boxes, row_sets = prop.intermediate_bounds(supplied=intermediate)
+        output_box = boxes[graph.output_name]
+        ibp_lower = spec_interval(spec_matrix, *output_box, spec_offset)[0]
+        betas = _warm(warm_start, "betas")
+        if betas is None or len(betas) != len(constraint_list) or any(
+                b.shape[1] != spec_matrix.shape[1] for b in betas):
+            betas = initial_betas(constraint_list, prop.batch, int(spec_matrix.shape[1]), input_lower)
+        else:
+            betas = [b.to(input_lower).clamp(min=0) for b in betas]
+        lower = prop.spec_lower(spec_matrix, spec_offset, boxes, None, list(zip(constraint_list, betas)))
+        lower = torch.maximum(lower, ibp_lower)
+        stats["crown_time"] = time.perf_counter() - started
+        stats["unstable_rows"] = {k: int(v.index.numel()) for k, v in row_sets.items()}
+
+    alphas = None
+    if config.method == "alpha-crown":
+        settings = AlphaSettings(config.alpha_iterations, config.alpha_lr, config.beta_lr, config.lr_decay,
+                                 config.optimize_intermediate, config.alpha_per_row_cap,
+                                 config.early_stop_margin, config.early_stop_mode, deadline)
+        outcome = optimize(prop, spec_matrix, spec_offset, boxes, lower, row_sets, intermediate or {},
+                           constraint_list, betas, settings, _warm(warm_start, "alphas"))
+        lower, boxes, alphas, betas = outcome.lower, outcome.bounds, outcome.alphas, outcome.betas
+        stats["alpha"] = outcome.stats
+
+    stats.update(prop.stats)
+    stats["time"] = time.perf_counter() - started
+    upper = -lower[:, num_rows:] if want_upper else None
+    keep = {name: boxes[name] for name in _relaxed_nodes(graph) if name in boxes}
+    return BoundResult(lower[:, :num_rows].detach(), None if upper is None else upper.detach(), keep,
+                       alphas, betas if constraint_list else None, stats)
+
+
+def _relaxed_nodes(graph: Graph) -> list[str]:
+    names = [i for n in graph.nodes if not n.op.is_linear for i in n.inputs]
+    names.append(graph.output_name)
+    return list(dict.fromkeys(names))
