@@ -2,6 +2,7 @@
 from vnnlib.errors import VnnlibError
 from vnnlib.parser import parse_vnnlib, parse_vnnlib_string
 from vnnlib.spec import Clause, InputBox, Property, Spec
+from vnnlib.writer import format_vnnlib
 
 __all__ = [
     "Clause",
@@ -9,6 +10,7 @@ __all__ = [
     "Property",
     "Spec",
     "VnnlibError",
+    "format_vnnlib",
     "parse_vnnlib",
     "parse_vnnlib_string",
 ]
