@@ -25,6 +25,9 @@ class ReLU(ElementwiseNonlinear):
         width = (upper - lower).clamp(min=1e-12)
         chord = torch.where(unstable, upper / width, active.to(lower.dtype))
         upper_bias = torch.where(unstable, -lower * upper / width, torch.zeros_like(lower))
+        # rounding of the chord can put it an ulp below u or 0 at the ends
+        eps = torch.finfo(lower.dtype).eps
+        upper_bias = upper_bias + torch.where(unstable, 4 * eps * (upper - lower), torch.zeros_like(lower))
         if params is not None and "alpha" in params:
             alpha = params["alpha"]
         else:
