@@ -1,0 +1,16 @@
+"""Operators of the bound-propagation graph.
+
+Importing this package registers every ONNX builder (see ``registry``).
+"""
+from bounds.ops import (  # noqa: F401  (imported for their @register side effects)
+    add,
+    builders_nonlinear,
+    conv,
+    discrete,
+    elementwise_affine,
+    linear,
+    pooling_avg,
+    reduce,
+    shape_ops,
+)
+from bounds.ops.registry import register, supported_ops  # noqa: F401

@@ -1,0 +1,107 @@
+"""ONNX builders for the nonlinear operators (the classes live in their own modules).
+
+Kept apart so that the relaxation modules stay free of import concerns.
+"""
+from __future__ import annotations
+
+import math
+
+from bounds.ops import activations
+from bounds.ops.registry import BuildError, NodeContext, normalize_axis, register
+
+
+@register("Relu")
+def build_relu(ctx: NodeContext):
+    from bounds.ops.relu import ReLU
+    return ctx.emit(ReLU(), [ctx.var(0)], 0)
+
+
+_SIMPLE = {
+    "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Log": "Log", "Reciprocal": "Reciprocal",
+    "Sqrt": "Sqrt", "Sin": "Sin", "Cos": "Cos", "Erf": "Erf", "Sign": "Sign", "Floor": "Floor",
+}
+
+
+@register(*_SIMPLE)
+def build_simple_activation(ctx: NodeContext):
+    cls = getattr(activations, _SIMPLE[ctx.op_type])
+    return ctx.emit(cls(), [ctx.var(0)], 0)
+
+
+@register("Gelu")
+def build_gelu(ctx: NodeContext):
+    approx = ctx.attr("approximate", b"none")
+    if (approx.decode() if isinstance(approx, bytes) else approx) != "none":
+        raise BuildError("Gelu with tanh approximation")
+    return ctx.emit(activations.GELU(), [ctx.var(0)], 0)
+
+
+@register("LeakyRelu")
+def build_leaky_relu(ctx: NodeContext):
+    return ctx.emit(activations.LeakyReLU(float(ctx.attr("alpha", 0.01))), [ctx.var(0)], 0)
+
+
+@register("Pow")
+def build_pow(ctx: NodeContext):
+    if not (ctx.is_var(0) and ctx.is_const(1)):
+        raise BuildError("Pow needs a variable base and a constant exponent")
+    exponent = ctx.const(1, float_=True)
+    if exponent.numel() != 1 and not bool((exponent == exponent.reshape(-1)[0]).all()):
+        raise BuildError("Pow with a non-uniform exponent tensor")
+    value = float(exponent.reshape(-1)[0])
+    if value == 1.0:
+        return ctx.var(0)
+    return ctx.emit(activations.Pow(value), [ctx.var(0)], 0)
+
+
+@register("Clip")
+def build_clip(ctx: NodeContext):
+    if "min" in ctx.attrs or "max" in ctx.attrs:  # opset < 11
+        low, high = ctx.attr("min"), ctx.attr("max")
+    else:
+        low = float(ctx.const(1).reshape(-1)[0]) if ctx.has_input(1) else None
+        high = float(ctx.const(2).reshape(-1)[0]) if ctx.has_input(2) else None
+    return ctx.emit(activations.Clip(low, high), [ctx.var(0)], 0)
+
+
+@register("Softmax")
+def build_softmax(ctx: NodeContext):
+    from bounds.ops.softmax import Softmax
+    from bounds.ops.shape_ops import Reshape
+    x = ctx.var(0)
+    default = -1 if ctx.opset >= 13 else 1
+    axis = normalize_axis(ctx.attr("axis", default), x.rank)
+    if ctx.opset >= 13 or axis == x.rank - 1:
+        return ctx.emit(Softmax(axis), [x], 0)
+    # opset < 13: softmax over all axes from `axis` on, i.e. on a 2-D view
+    flat = ctx.emit(Reshape((math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))), [x])
+    y = ctx.emit(Softmax(1), [flat])
+    return ctx.emit(Reshape(x.shape), [y], 0)
+
+
+@register("MaxPool")
+def build_max_pool(ctx: NodeContext):
+    from bounds.ops.pooling_max import MaxPool
+    x = ctx.var(0)
+    if ctx.num_outputs > 1:
+        raise BuildError("MaxPool with an Indices output")
+    kernel = list(ctx.attr("kernel_shape"))
+    d = len(kernel)
+    strides = list(ctx.attr("strides", [1] * d))
+    dilations = list(ctx.attr("dilations", [1] * d))
+    auto_pad = ctx.attr("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        spatial = x.shape[-d:]
+        total = []
+        for i in range(d):
+            out = -(-spatial[i] // strides[i])
+            total.append(max((out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - spatial[i], 0))
+        begins = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = begins + [t - b for t, b in zip(total, begins)]
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * d)
+    else:
+        pads = list(ctx.attr("pads", [0] * (2 * d)))
+    op = MaxPool(kernel, strides, pads, dilations, bool(ctx.attr("ceil_mode", 0)))
+    return ctx.emit(op, [x], 0)
