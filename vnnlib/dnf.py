@@ -69,7 +69,10 @@ def conjoin(children: list[DNF], fail: Callable[[str], Exception]) -> DNF:
                 f"the disjunctive normal form exceeds {MAX_DISJUNCTS} disjuncts; "
                 "expected fewer nested or/and combinations"
             )
-    result = [base]
+    if branching and not base.inputs and not base.outputs:
+        result, branching = branching[0], branching[1:]  # nothing to distribute
+    else:
+        result = [base]
     for child in branching:
         result = [left.joined(right) for left in result for right in child]
     return result

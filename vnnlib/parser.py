@@ -269,6 +269,8 @@ class _Parser:
         self.close(opened, "'and'")
         if not satisfiable:
             return []
+        if not children:
+            return [base]
         children.insert(0, [base])
         return conjoin(children, lambda message: self.fail(head_index, message))
 
@@ -314,6 +316,23 @@ class _Parser:
         if type(left) is float and type(right) is tuple and not right[0]:
             for is_upper in _BOUND_SIDES[_MIRROR[op]]:
                 conjunction.inputs.append((right[1], is_upper, left, index))
+            return True
+        # Output rows ``Y_j op c``, ``c op Y_j`` and ``Y_a op Y_b`` (a != b),
+        # written as ``terms <= bound`` for the '<=' direction.
+        terms = None
+        if type(left) is tuple and left[0]:
+            if type(right) is float:
+                terms, bound = ((left[1], 1.0),), right
+            elif right[0] and right[1] != left[1]:
+                terms, bound = tuple(sorted(((left[1], 1.0), (right[1], -1.0)))), 0.0
+        elif type(left) is float and type(right) is tuple and right[0]:
+            terms, bound = ((right[1], -1.0),), 0.0 - left
+        if terms is not None:
+            for is_upper in _BOUND_SIDES[op]:
+                if is_upper:
+                    conjunction.outputs.append((terms, bound))
+                else:
+                    conjunction.outputs.append((tuple((j, -c) for j, c in terms), 0.0 - bound))
             return True
         return self.add_atom(conjunction, index, op, self.as_linear(left), self.as_linear(right))
 
