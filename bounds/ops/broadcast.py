@@ -32,4 +32,13 @@ def sum_to_shape(A: torch.Tensor, shape: tuple[int, ...], lead: int = 2) -> torc
 
 
 def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(torch.broadcast_shapes(*shapes))
+    """Numpy broadcasting of per-sample shapes (right-aligned)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for shape in shapes:
+        for i, size in enumerate(shape, start=rank - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise ValueError(f"shapes {list(shapes)} do not broadcast")
+                out[i] = size
+    return tuple(out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from bounds.ops.base import BackwardContext, Operator, sum_tail
-from bounds.ops.broadcast import lift_rank, sum_to_shape
+from bounds.ops.broadcast import broadcast_shape, lift_rank, sum_to_shape
 from bounds.ops.registry import BuildError, NodeContext, Var, register
 
 
@@ -88,7 +88,7 @@ def _matmul_var_const(ctx: NodeContext, x: Var, weight: torch.Tensor, output_ind
         return ctx.emit(Reshape(y.shape[:-1]), [y], output_index)
     if x.rank < 2:
         raise BuildError("MatMul of a vector with a batched constant")
-    out_shape = tuple(torch.broadcast_shapes(x.shape[:-2], weight.shape[:-2])) + (x.shape[-2], weight.shape[-1])
+    out_shape = broadcast_shape(x.shape[:-2], tuple(weight.shape[:-2])) + (x.shape[-2], weight.shape[-1])
     return ctx.emit(MatMulConst(weight, "right", x.shape, out_shape), [x], output_index)
 
 
@@ -96,7 +96,7 @@ def _matmul_const_var(ctx: NodeContext, weight: torch.Tensor, x: Var, output_ind
     """``W @ x`` for a constant ``W`` and variable ``x`` (rank >= 2 each)."""
     if weight.dim() < 2 or x.rank < 2:
         raise BuildError("MatMul of a constant vector with a variable")
-    out_shape = tuple(torch.broadcast_shapes(x.shape[:-2], weight.shape[:-2])) + (weight.shape[-2], x.shape[-1])
+    out_shape = broadcast_shape(x.shape[:-2], tuple(weight.shape[:-2])) + (weight.shape[-2], x.shape[-1])
     return ctx.emit(MatMulConst(weight, "left", x.shape, out_shape), [x], output_index)
 
 

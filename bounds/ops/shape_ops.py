@@ -91,8 +91,13 @@ class Concat(Operator):
         return self._join([b[0] for b in bounds]), self._join([b[1] for b in bounds])
 
     def backward(self, A, ctx: BackwardContext):
+        """Variable pieces get their slice of ``A``; constant pieces add ``sum(A_piece * c)``."""
         chunks = torch.split(A, self.sizes, dim=self.axis + 2)
-        return [c for c, part in zip(chunks, self.parts) if part is None], 0.0
+        bias = 0.0
+        for chunk, part in zip(chunks, self.parts):
+            if part is not None:
+                bias = bias + sum_tail(chunk * part.to(device=A.device, dtype=A.dtype))
+        return [c for c, part in zip(chunks, self.parts) if part is None], bias
 
     def to(self, device=None, dtype=None):
         self.parts = [p if p is None else p.to(device=device, dtype=dtype) for p in self.parts]
