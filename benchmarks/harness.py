@@ -98,13 +98,17 @@ def judge(expected: str, verdict: str) -> tuple[str, int]:
     return "WRONG", SCORE_WRONG
 
 
+CLI = (sys.executable, "-m", "verifier")
+
+
 def run_instance(instance: Instance, root: Path, cap: float, grace: float = 5.0,
-                 extra_args: tuple[str, ...] = ()) -> Outcome:
-    """Run the CLI on one instance and read its result file."""
+                 extra_args: tuple[str, ...] = (), cli: tuple[str, ...] = CLI) -> Outcome:
+    """Run the CLI (``cli run ONNX VNNLIB --timeout T --results-file F ...``)
+    on one instance and read its result file."""
     limit = min(instance.timeout, cap)
     with tempfile.TemporaryDirectory(prefix="nnverify-bench-") as folder:
         results_file = Path(folder) / "result.txt"
-        command = [sys.executable, "-m", "verifier", "run", str(root / instance.onnx), str(root / instance.vnnlib),
+        command = [*cli, "run", str(root / instance.onnx), str(root / instance.vnnlib),
                    "--timeout", f"{limit:g}", "--results-file", str(results_file), *extra_args]
         start = time.monotonic()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

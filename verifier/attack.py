@@ -57,6 +57,9 @@ def _validate_best(model: OrtModel, prop, prop_index: int, points: np.ndarray, m
 
 
 # --------------------------------------------------------------- onnxruntime
+_SAMPLE_CHUNK = 2048   # points per onnxruntime call between deadline checks
+_DESCENT_STARTS = 8    # best samples per box that start the finite-difference descent
+
 def ort_falsify(model: OrtModel, spec, deadline: float, seed: int = 0, samples: int = 4096,
                 descent_max_dims: int = 20, stats: AttackStats | None = None) -> Counterexample | None:
     """Sampling (and low-dimensional finite-difference descent) on onnxruntime.
@@ -79,30 +82,36 @@ def ort_falsify(model: OrtModel, spec, deadline: float, seed: int = 0, samples: 
                                    property_margins(outputs[index:index + 1], prop))
             if found is not None:
                 return found
-        # 2. uniform samples and random vertices, box by box
+        # 2. uniform samples and random vertices, box by box, in deadline-checked chunks
         per_box = max(8, samples // max(1, len(props)))
         best: list[tuple[np.ndarray, np.ndarray]] = []
         for index, prop in enumerate(props):
-            if time.monotonic() > deadline:
-                return None
             lower, upper = prop.box.lower, prop.box.upper
-            unit = rng.uniform(size=(per_box, len(lower)))
-            unit[per_box // 2:] = np.round(unit[per_box // 2:])  # vertices: where ReLU nets often peak
-            points = lower + unit * (upper - lower)
-            margins = property_margins(model.evaluate(points), prop)
-            stats.ort_points += per_box
-            found = _validate_best(model, prop, index, points, margins)
-            if found is not None:
-                return found
-            best.append((points, margins))
+            kept_points, kept_margins = centres[index:index + 1], property_margins(outputs[index:index + 1], prop)
+            for offset in range(0, per_box, _SAMPLE_CHUNK):
+                if time.monotonic() > deadline:
+                    return None
+                count = min(_SAMPLE_CHUNK, per_box - offset)
+                unit = rng.uniform(size=(count, len(lower)))
+                unit[count // 2:] = np.round(unit[count // 2:])  # vertices: where ReLU nets often peak
+                points = lower + unit * (upper - lower)
+                margins = property_margins(model.evaluate(points), prop)
+                stats.ort_points += count
+                found = _validate_best(model, prop, index, points, margins)
+                if found is not None:
+                    return found
+                # keep the best few of this box as descent starts
+                kept_points = np.concatenate([kept_points, points])
+                kept_margins = np.concatenate([kept_margins, margins])
+                order = np.argsort(kept_margins)[:_DESCENT_STARTS]
+                kept_points, kept_margins = kept_points[order], kept_margins[order]
+            best.append((kept_points, kept_margins))
         # 3. finite-difference descent from the best samples (small inputs only)
         if spec.num_inputs <= descent_max_dims:
             for index, prop in enumerate(props):
                 if time.monotonic() > deadline:
                     return None
-                points, margins = best[index]
-                starts = points[np.argsort(margins)[:8]]
-                found = _fd_descent(model, prop, index, starts, deadline, stats)
+                found = _fd_descent(model, prop, index, best[index][0], deadline, stats)
                 if found is not None:
                     return found
         return None

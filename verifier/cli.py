@@ -134,13 +134,27 @@ def _check_writable(path: str | None) -> None:
         raise InputError(f"{path}: cannot write results: folder {folder} is not writable")
 
 
+def _writable(path: str) -> bool:
+    from verifier.errors import InputError
+
+    try:
+        _check_writable(path)
+        return True
+    except InputError:
+        return False
+
+
 def _write_outputs(result, args) -> bool:
-    """Write the requested files; False (after a one-line message) on failure."""
+    """Write the requested files; False (after a one-line message) on failure.
+
+    An ``error`` result skips paths already known to be unwritable: that error
+    is the one just reported.
+    """
     from verifier.results import write_json, write_vnncomp
 
     ok = True
     for path, writer in ((args.results_file, write_vnncomp), (args.json, write_json)):
-        if path is None:
+        if path is None or (result.status == "error" and not _writable(path)):
             continue
         try:
             writer(result, path)
@@ -247,5 +261,5 @@ def _check(args) -> None:
     else:
         lower, upper = -np.ones(model.num_inputs), np.ones(model.num_inputs)
     max_diff = check_against_onnxruntime(graph, args.model, lower, upper, args.points)
-    print(f"onnxruntime agreement: max abs difference {float(max_diff):.3g} on {args.points} points of "
+    print(f"onnxruntime agreement: max |graph - ort| / (1 + |ort|) = {float(max_diff):.3g} on {args.points} points of "
           f"{'the first box' if spec is not None else '[-1, 1]^n'}")
