@@ -19,6 +19,7 @@ from bounds.graph import Node
 from bounds.ops.conv import Conv, ConvTranspose
 from bounds.ops.elementwise_affine import ElementwiseAffine
 from bounds.ops.linear import Linear
+from bounds.ops.shape_ops import Reshape
 
 
 def _per_axis(t: torch.Tensor, rank: int, axis: int, size: int) -> torch.Tensor | None:
@@ -70,6 +71,26 @@ def _fold(prev: Node, affine: ElementwiseAffine):
     return None
 
 
+def _fold_through_reshape(node: Node, reshape: Node, by_name, consumers, output_name) -> bool:
+    """``affine(reshape(P x))`` -> ``reshape(P' x)``: move the affine map before the reshape
+    (its constants expanded to full size) and fold it into ``P``."""
+    producer = by_name.get(reshape.inputs[0])
+    affine = node.op
+    if producer is None or producer.name == output_name or consumers.get(producer.name, 0) != 1:
+        return False
+    if tuple(affine.out_shape) != tuple(affine.in_shape):
+        return False
+    scale = affine.scale.expand(node.shape).reshape(producer.shape)
+    shift = affine.bias.expand(node.shape).reshape(producer.shape)
+    folded = _fold(producer, ElementwiseAffine(scale, shift, producer.shape))
+    if folded is None:
+        return False
+    producer.op = folded
+    node.op = reshape.op
+    node.inputs = [producer.name]
+    return True
+
+
 def fuse_affine_chains(nodes: list[Node], output_name: str) -> list[Node]:
     """Fold every foldable ``ElementwiseAffine`` into its producer (in topological order)."""
     by_name = {n.name: n for n in nodes}
@@ -83,6 +104,9 @@ def fuse_affine_chains(nodes: list[Node], output_name: str) -> list[Node]:
             continue
         prev = by_name.get(node.inputs[0])
         if prev is None or prev.name == output_name or consumers.get(prev.name, 0) != 1:
+            continue
+        if isinstance(prev.op, Reshape) and _fold_through_reshape(node, prev, by_name, consumers, output_name):
+            removed.add(prev.name)
             continue
         folded = _fold(prev, node.op)
         if folded is None:
