@@ -15,7 +15,15 @@ from bounds.ops.pooling_avg import AveragePool
 from bounds.ops.reduce import Reduce
 from bounds.ops.shape_ops import AxisSelect, Concat, Expand, Pad, Reshape, Transpose
 
-torch.set_default_dtype(torch.float64)  # exact identities up to rounding
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Float64 inside these tests only (exact identities up to rounding)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _gen(seed=0):
@@ -54,12 +62,12 @@ def _cases():
     }
 
 
-CASES = _cases()
+CASE_NAMES = sorted(_cases())
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_backward_adjoint_identity(name):
-    op, in_shapes = CASES[name]
+    op, in_shapes = _cases()[name]
     g = _gen(2)
     B, S = 3, 5
     xs = [torch.randn(B, *s, generator=g) for s in in_shapes]
@@ -73,9 +81,9 @@ def test_backward_adjoint_identity(name):
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_interval_encloses_and_is_exact_at_extremes(name):
-    op, in_shapes = CASES[name]
+    op, in_shapes = _cases()[name]
     g = _gen(3)
     lowers = [torch.randn(1, *s, generator=g) for s in in_shapes]
     uppers = [l + torch.rand(1, *s, generator=g) for l, s in zip(lowers, in_shapes)]
