@@ -51,7 +51,8 @@ class Mul2(Operator):
     num_inputs = 2
 
     def forward(self, x, y):
-        return x * y
+        rank = max(x.dim(), y.dim()) - 1  # align per-sample axes, never the batch axis
+        return _lift(x, rank) * _lift(y, rank)
 
     def interval(self, x_bounds, y_bounds):
         xl, xu = x_bounds
@@ -119,29 +120,53 @@ class MatMul2(Operator):
     is_linear = False
     num_inputs = 2
 
+    @staticmethod
+    def _as_matrices(x: torch.Tensor, y: torch.Tensor):
+        """ONNX 1-D operands: ``x (k,)`` acts as ``(1, k)``, ``y (k,)`` as ``(k, 1)``;
+        per-sample batch axes are aligned after the runtime batch axis."""
+        if x.dim() == 2:
+            x = x.unsqueeze(-2)
+        if y.dim() == 2:
+            y = y.unsqueeze(-1)
+        rank = max(x.dim(), y.dim()) - 1
+        return _lift(x, rank), _lift(y, rank)
+
+    @staticmethod
+    def _restore(z: torch.Tensor, x_vec: bool, y_vec: bool) -> torch.Tensor:
+        if y_vec:
+            z = z.squeeze(-1)
+        if x_vec:
+            z = z.squeeze(-2 if not y_vec else -1)
+        return z
+
     def forward(self, x, y):
-        return torch.matmul(x, y)
+        x_vec, y_vec = x.dim() == 2, y.dim() == 2
+        return self._restore(torch.matmul(*self._as_matrices(x, y)), x_vec, y_vec)
 
     def interval(self, x_bounds, y_bounds):
         """Centre/radius form: ``|x y - xc yc| <= |xc| yr + xr |yc| + xr yr``."""
-        xl, xu = x_bounds
-        yl, yu = y_bounds
+        x_vec, y_vec = x_bounds[0].dim() == 2, y_bounds[0].dim() == 2
+        xl, yl = self._as_matrices(*(b[0] for b in (x_bounds, y_bounds)))
+        xu, yu = self._as_matrices(*(b[1] for b in (x_bounds, y_bounds)))
         xc, xr = (xu + xl) / 2, (xu - xl) / 2
         yc, yr = (yu + yl) / 2, (yu - yl) / 2
         centre = torch.matmul(xc, yc)
         radius = torch.matmul(xc.abs(), yr) + torch.matmul(xr, yc.abs()) + torch.matmul(xr, yr)
-        margin = _rounding_margin(centre, radius)
-        return centre - radius - margin, centre + radius + margin
+        margin = xl.shape[-1] * _rounding_margin(centre, radius)
+        return (self._restore(centre - radius - margin, x_vec, y_vec),
+                self._restore(centre + radius + margin, x_vec, y_vec))
 
     def backward(self, A: torch.Tensor, ctx: BackwardContext):
         (xl, xu), (yl, yu) = ctx.input_bounds
         shape_x, shape_y = (tuple(s) for s in ctx.input_shapes)
         x_vec, y_vec = len(shape_x) == 1, len(shape_y) == 1
         # ONNX 1-D operands: x (k,) is (1, k), y (k,) is (k, 1), that axis dropped
+        xl, yl = self._as_matrices(xl, yl)
+        xu, yu = self._as_matrices(xu, yu)
         if x_vec:
-            xl, xu, A = xl.unsqueeze(-2), xu.unsqueeze(-2), A.unsqueeze(-2)
-        if y_vec:
-            yl, yu, A = yl.unsqueeze(-1), yu.unsqueeze(-1), A.unsqueeze(-1)
+            A = A.unsqueeze(-2) if not y_vec else A.unsqueeze(-1).unsqueeze(-1)
+        if y_vec and not x_vec:
+            A = A.unsqueeze(-1)
         xc, yc = ((xl + xu) / 2).unsqueeze(1), ((yl + yu) / 2).unsqueeze(1)
         A_x = torch.matmul(A, yc.transpose(-1, -2))
         A_y = torch.matmul(xc.transpose(-1, -2), A)
