@@ -35,7 +35,7 @@ from bounds.ops.base import ElementwiseNonlinear, LinearRelaxation, sum_tail
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
-BISECTION_STEPS = 40
+BISECTION_STEPS = 30
 MARGIN_ULPS = 8.0
 
 
@@ -220,23 +220,31 @@ class CurvedElementwise(ElementwiseNonlinear):
         return lower, upper, invalid
 
     def default_slopes(self, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._default_lines(lower, upper)[0]
+
+    def _default_lines(self, lower, upper, out_dtype: torch.dtype | None = None):
         """Pick, per side, the candidate slope whose line is closest to ``f`` at
-        the midpoint (the line minimizing the enclosed area among candidates)."""
+        the midpoint (the line minimizing the enclosed area among candidates:
+        the chord and the midpoint tangent, optimal for convex/concave pieces,
+        plus the subclass's extra ones).  Returns ``(slopes, biases)`` pairs
+        ordered (lower, upper); the biases are rigorous for the chosen slopes."""
         mid = (lower + upper) / 2
-        base = [secant_slope(self.value, self.derivative, lower, upper),
-                self.derivative(lower), self.derivative(upper), self.derivative(mid)]
+        base = [secant_slope(self.value, self.derivative, lower, upper), self.derivative(mid)]
         extra_low, extra_up = self.extra_candidates(lower, upper)
-        chosen = []
+        slopes, biases = [], []
         for extra, maximize in ((extra_low, False), (extra_up, True)):
             cands = torch.stack([finite_or(c, 0.0) for c in base + extra])
+            if out_dtype is not None:  # slopes exactly as the caller will store them
+                cands = cands.to(out_dtype).to(lower.dtype)
             with torch.no_grad():
                 bias = self.gap_bound(cands, lower.unsqueeze(0), upper.unsqueeze(0), maximize)
                 at_mid = cands * mid + bias
                 at_mid = torch.where(torch.isfinite(at_mid), at_mid,
                                      torch.full_like(at_mid, math.inf if maximize else -math.inf))
-                pick = at_mid.argmin(0) if maximize else at_mid.argmax(0)
-            chosen.append(cands.gather(0, pick.unsqueeze(0)).squeeze(0))
-        return chosen[0], chosen[1]
+                pick = (at_mid.argmin(0) if maximize else at_mid.argmax(0)).unsqueeze(0)
+            slopes.append(cands.gather(0, pick).squeeze(0))
+            biases.append(bias.gather(0, pick).squeeze(0))
+        return (slopes[0], slopes[1]), (biases[0], biases[1])
 
     def _slopes(self, lower, upper, params):
         if params is not None and "lower_t" in params:
@@ -249,13 +257,23 @@ class CurvedElementwise(ElementwiseNonlinear):
     def relax(self, lower, upper, params=None) -> LinearRelaxation:
         out_dtype = lower.dtype
         lower, upper, invalid = self._prepare(lower, upper)
-        k_low, k_up = self._slopes(lower, upper, params)
+        if params is not None and "lower_t" in params:
+            k_low, k_up = self._slopes(lower, upper, params)
+            known = None
+        else:
+            (k_low, k_up), known = self._default_lines(lower, upper, out_dtype)
         # round slopes to the caller's dtype first so the biases fit the slopes used
-        k_low = finite_or(k_low, 0.0).to(out_dtype).to(lower.dtype)
-        k_up = finite_or(k_up, 0.0).to(out_dtype).to(lower.dtype)
-        lower, upper, k_low, k_up = torch.broadcast_tensors(lower, upper, k_low, k_up)
-        b_low = self.gap_bound(k_low, lower, upper, maximize=False)
-        b_up = self.gap_bound(k_up, lower, upper, maximize=True)
+        k_low_r = finite_or(k_low, 0.0).to(out_dtype).to(lower.dtype)
+        k_up_r = finite_or(k_up, 0.0).to(out_dtype).to(lower.dtype)
+        if known is not None:
+            b_low, b_up = known  # already rigorous for exactly these slopes
+            k_low, k_up = k_low_r, k_up_r
+            lower, upper, k_low, k_up, b_low, b_up = torch.broadcast_tensors(lower, upper, k_low, k_up, b_low, b_up)
+        else:
+            k_low, k_up = k_low_r, k_up_r
+            lower, upper, k_low, k_up = torch.broadcast_tensors(lower, upper, k_low, k_up)
+            b_low = self.gap_bound(k_low, lower, upper, maximize=False)
+            b_up = self.gap_bound(k_up, lower, upper, maximize=True)
         with torch.no_grad():
             scale = torch.maximum(self.value(lower).abs(), self.value(upper).abs())
             m_low = safety_margin(b_low, k_low, lower, upper, scale, out_dtype)
