@@ -63,6 +63,10 @@ class Propagator:
     input_upper: torch.Tensor
     max_coeff_elements: int = 2 ** 24
     stats: dict = field(default_factory=lambda: {"backward_passes": 0, "rows": 0})
+    #: optional observer ``hook(name, A)`` called with the coefficients on each
+    #: node's output (and finally on the graph input) during :meth:`backward`;
+    #: BaB reads them for branching scores and relaxed minimizers
+    coefficient_hook: Callable[[str, torch.Tensor], None] | None = None
 
     def __post_init__(self) -> None:
         self.center = (self.input_upper + self.input_lower) / 2
@@ -129,6 +133,8 @@ class Propagator:
             for constraint, beta in by_node.get(node.name, ()):
                 A, extra = apply_multipliers(A, constraint, beta)
                 bias = _add(bias, extra)
+            if self.coefficient_hook is not None:
+                self.coefficient_hook(node.name, A)
             ctx = BackwardContext(
                 input_shapes=[self.graph.shape_of(i) for i in node.inputs],
                 input_bounds=[bounds.get(i) for i in node.inputs],
@@ -147,6 +153,8 @@ class Propagator:
                                 dtype=coeffs.dtype, device=coeffs.device)
             A, extra = apply_multipliers(A, constraint, beta)
             bias = _add(bias, extra)
+        if self.coefficient_hook is not None and A is not None:
+            self.coefficient_hook(self.graph.input_name, A)
         result = torch.zeros(self.batch, coeffs.shape[1], dtype=coeffs.dtype, device=coeffs.device)
         if A is not None:
             flat = A.flatten(2)
