@@ -205,7 +205,15 @@ def _pgd_box(graph, prop, dtype, device, generator, restarts: int, steps: int, d
     shape = tuple(graph.input_shape)
 
     unit = torch.rand((restarts, lower.numel()), generator=generator).to(device=device, dtype=dtype)
-    unit[0] = 0.5  # the centre is always one restart
+    # starts: the centre, both extreme corners, random vertices (a quarter), uniform points
+    unit[0] = 0.5
+    unit[1:2] = 0.0
+    unit[2:3] = 1.0
+    vertices = slice(3, 3 + restarts // 4)
+    unit[vertices] = unit[vertices].round()
+    rows = torch.arange(restarts, device=device)
+    target = rows % len(matrices)
+    targeted = (rows % 2 == 1) & (len(matrices) > 1)
     best_unit = unit.clone()
     best_margin = torch.full((restarts,), float("inf"), dtype=dtype, device=device)
     step = 0.1
@@ -215,15 +223,18 @@ def _pgd_box(graph, prop, dtype, device, generator, restarts: int, steps: int, d
         unit.requires_grad_(True)
         x = lower + unit * width
         y = graph.forward(x.reshape((restarts,) + shape)).reshape(restarts, -1)
-        margin = torch.stack([(y @ m.T - d).amax(dim=1) for m, d in zip(matrices, offsets)]).amin(dim=0)
+        per_clause = torch.stack([(y @ m.T - d).amax(dim=1) for m, d in zip(matrices, offsets)])
+        margin = per_clause.amin(dim=0)
+        # half the restarts chase one clause each (targeted), half the smallest margin
+        loss = torch.where(targeted, per_clause[target, rows], margin)
         stats.pgd_steps += 1
         with torch.no_grad():
             improved = margin < best_margin
             best_margin = torch.where(improved, margin, best_margin)
             best_unit[improved] = unit[improved]
-        if bool((best_margin <= 0).any()) or not margin.requires_grad:
+        if bool((best_margin <= 0).any()) or not loss.requires_grad:
             break  # found a candidate, or the output does not depend smoothly on x (e.g. Sign)
-        (gradient,) = torch.autograd.grad(margin.sum(), unit, allow_unused=True)
+        (gradient,) = torch.autograd.grad(loss.sum(), unit, allow_unused=True)
         if gradient is None:
             break
         with torch.no_grad():

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     run.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's)")
     run.add_argument("--no-attack", action="store_true", help="skip falsification (verification only)")
+    run.add_argument("--attack-only", action="store_true", help="falsification only (no bound propagation, no BaB)")
     run.add_argument("--verbose", action="store_true", help="progress on stderr")
     run.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and args.no_attack and args.attack_only:
+        parser.error("--no-attack and --attack-only exclude each other")
     if args.version:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -184,7 +187,7 @@ def _cmd_run(args) -> int:
             from verifier.pipeline import run
 
             config = VerifyConfig(timeout=args.timeout, device=args.device, seed=args.seed, threads=args.threads,
-                                  verbose=args.verbose, debug=args.debug, attack=not args.no_attack)
+                                  verbose=args.verbose, debug=args.debug, attack=not args.no_attack, verify=not args.attack_only)
             result = run(args.model, args.prop, config)
         except (NNVerifyError, VnnlibError) as exc:
             _report_error(str(exc), args.debug)

@@ -29,6 +29,7 @@ class VerifyConfig:
     debug: bool = False
     # falsification
     attack: bool = True
+    verify: bool = True              # False: falsification only (skips bound propagation and BaB)
     ort_samples: int = 4096          # random points per box evaluated with onnxruntime
     ort_descent_max_dims: int = 20   # finite-difference descent only for inputs this small
     ort_time_fraction: float = 0.1   # share of the budget the onnxruntime stage may use

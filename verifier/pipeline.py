@@ -188,16 +188,19 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
         return finish(state.out_of_time())
 
     # 4. incomplete verification
-    proven, clause_bounds = incomplete_stage(graph, spec, state.deadline, config, state.stats)
-    if proven:
-        return finish(state.result("unsat", message="proven by bound propagation", clause_bounds=clause_bounds))
-    if state.remaining() <= 0:
-        return finish(state.out_of_time())
+    clause_bounds = None
+    if config.verify:
+        proven, clause_bounds = incomplete_stage(graph, spec, state.deadline, config, state.stats)
+        if proven:
+            return finish(state.result("unsat", message="proven by bound propagation", clause_bounds=clause_bounds))
+        if state.remaining() <= 0:
+            return finish(state.out_of_time())
 
     # 5. complete verification
-    decided = complete_stage(graph, model, spec, state.deadline, config, state.stats)
-    if decided is not None:
-        return finish(decided)
+    if config.verify:
+        decided = complete_stage(graph, model, spec, state.deadline, config, state.stats)
+        if decided is not None:
+            return finish(decided)
 
     # 6. more attack rounds with fresh seeds
     if config.attack:
