@@ -12,10 +12,11 @@ install:
 	$(PIP) install -e '.[dev]'
 
 demo: install
-	# exit codes 0 (unsat), 1 (sat) and 2 (unknown) are all fine here; 3 (error) is not
-	nnverify run examples/example.onnx examples/example_sat.vnnlib --timeout 30 --results-file example_sat.result.txt || [ $$? -le 2 ]
+	# `$(PYTHON) -m verifier` is the nnverify command (works without an activated venv).
+	# Exit codes 0 (unsat), 1 (sat) and 2 (unknown) are all fine here; 3 (error) is not.
+	$(PYTHON) -m verifier run examples/example.onnx examples/example_sat.vnnlib --timeout 30 --results-file example_sat.result.txt || [ $$? -le 2 ]
 	cat example_sat.result.txt
-	nnverify run examples/example.onnx examples/example_unsat.vnnlib --timeout 30 || [ $$? -le 2 ]
+	$(PYTHON) -m verifier run examples/example.onnx examples/example_unsat.vnnlib --timeout 30 || [ $$? -le 2 ]
 
 test: install
 	# pytest exits 5 when it collected no test: for this project that is a failure
