@@ -170,3 +170,14 @@ def test_subprocess_error_has_no_traceback_unless_debug(tmp_path):
     assert plain.stderr.strip() == f"nnverify: error: {missing}: no such file"
     debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=REPO, env=env)
     assert debug.returncode == 3 and "Traceback" in debug.stderr
+
+
+def test_unexpected_exception_is_one_line_and_exit_3(capsys, tmp_path, monkeypatch):
+    import verifier.pipeline
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(verifier.pipeline, "run", explode)
+    code, err, result = _run(capsys, tmp_path, MODEL, EXAMPLES / "example_sat.vnnlib")
+    _assert_one_line_error(code, err, result, "internal error: RuntimeError: boom", "--debug")

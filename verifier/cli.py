@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's)")
     run.add_argument("--no-attack", action="store_true", help="skip falsification (verification only)")
     run.add_argument("--attack-only", action="store_true", help="falsification only (no bound propagation, no BaB)")
+    run.add_argument("--bab-strategy", choices=["auto", "input-split", "relu-split", "genbab"], default="auto",
+                     help="branch-and-bound strategy (default auto: chosen from the instance)")
+    run.add_argument("--batch-size", type=_positive_int, metavar="N",
+                     help="BaB domains bounded per pass (default: from the network size, adaptive)")
+    run.add_argument("--branching", metavar="RULE",
+                     help="BaB branching rule: input split coefficient|widest, ReLU split babsr|fsb")
+    run.add_argument("--alpha-iterations", type=int, metavar="N",
+                     help="alpha-CROWN iterations per BaB pass (0: plain CROWN)")
     run.add_argument("--verbose", action="store_true", help="progress on stderr")
     run.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
@@ -112,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------- run
+def _internal_error(exc: BaseException, debug: bool) -> str:
+    """Report an unexpected exception in one line; returns the message."""
+    text = str(exc).strip().splitlines()
+    message = f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    _report_error(message + ("" if debug else " (run with --debug for the traceback)"), debug)
+    return message
+
+
 def _report_error(message: str, debug: bool) -> None:
     if debug:
         traceback.print_exc()
@@ -187,7 +203,9 @@ def _cmd_run(args) -> int:
             from verifier.pipeline import run
 
             config = VerifyConfig(timeout=args.timeout, device=args.device, seed=args.seed, threads=args.threads,
-                                  verbose=args.verbose, debug=args.debug, attack=not args.no_attack, verify=not args.attack_only)
+                                  verbose=args.verbose, debug=args.debug, attack=not args.no_attack, verify=not args.attack_only,
+                                  bab_strategy=args.bab_strategy, bab_batch_size=args.batch_size,
+                                  bab_branching=args.branching, bab_alpha_iterations=args.alpha_iterations)
             result = run(args.model, args.prop, config)
         except (NNVerifyError, VnnlibError) as exc:
             _report_error(str(exc), args.debug)
@@ -202,10 +220,7 @@ def _cmd_run(args) -> int:
             _report_error("out of memory", args.debug)
             result = Result("error", time=time.monotonic() - start, message="out of memory")
         except Exception as exc:  # an internal failure still ends with a result and exit code 3
-            text = str(exc).strip().splitlines()
-            message = f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-            _report_error(message + ("" if args.debug else " (run with --debug for the traceback)"), args.debug)
-            result = Result("error", time=time.monotonic() - start, message=message)
+            result = Result("error", time=time.monotonic() - start, message=_internal_error(exc, args.debug))
         written = _write_outputs(result, args)
     finally:
         for signum, handler in previous.items():
@@ -225,9 +240,7 @@ def _cmd_check(args) -> int:
     except (NNVerifyError, VnnlibError) as exc:
         _report_error(str(exc), args.debug)
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        message = f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-        _report_error(message + ("" if args.debug else " (run with --debug for the traceback)"), args.debug)
+        _internal_error(exc, args.debug)
     return EXIT_ERROR
 
 
