@@ -34,7 +34,8 @@ AlphaTable = dict[str, dict[str, dict[str, torch.Tensor]]]  # start -> node -> n
 @dataclass
 class AlphaSettings:
     iterations: int
-    lr: float
+    lr: float            # ReLU-like slopes (parameters named "alpha")
+    tangent_lr: float    # every other relaxation parameter (tangent points, ...)
     beta_lr: float
     lr_decay: float
     optimize_intermediate: bool
@@ -88,8 +89,10 @@ def init_alphas(prop: Propagator, bounds: Mapping[str, Bounds], starts: Mapping[
     return table
 
 
-def _leaves(table: AlphaTable) -> list[torch.Tensor]:
-    return [t for per_node in table.values() for params in per_node.values() for t in params.values()]
+def _leaves(table: AlphaTable, slopes: bool) -> list[torch.Tensor]:
+    """Parameters named ``alpha`` (``slopes=True``) or all the others."""
+    return [t for per_node in table.values() for params in per_node.values()
+            for key, t in params.items() if (key == "alpha") == slopes]
 
 
 def _project(prop: Propagator, table: AlphaTable) -> None:
@@ -118,8 +121,10 @@ def optimize(prop: Propagator, spec_matrix: torch.Tensor, spec_offset: torch.Ten
         table = init_alphas(prop, crown_bounds, starts, settings.per_row_cap, warm)
     beta_leaves = [b.detach().clone().clamp_(min=0).requires_grad_(True) for b in betas]
     groups = []
-    if _leaves(table):
-        groups.append({"params": _leaves(table), "lr": settings.lr})
+    if _leaves(table, True):
+        groups.append({"params": _leaves(table, True), "lr": settings.lr})
+    if _leaves(table, False):
+        groups.append({"params": _leaves(table, False), "lr": settings.tangent_lr})
     if beta_leaves:
         groups.append({"params": beta_leaves, "lr": settings.beta_lr})
 
@@ -130,8 +135,7 @@ def optimize(prop: Propagator, spec_matrix: torch.Tensor, spec_offset: torch.Ten
     stats = {"iterations": 0, "stopped": "iterations"}
     if not groups:
         return AlphaOutcome(best_lower, reference, table, best_betas, stats)
-    optimizer = torch.optim.Adam(groups)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, settings.lr_decay)
+    optimizer = Adam(groups, settings.lr_decay)
 
     for iteration in range(settings.iterations):
         if _proven(best_lower, settings):
@@ -161,14 +165,12 @@ def optimize(prop: Propagator, spec_matrix: torch.Tensor, spec_offset: torch.Ten
         if _proven(best_lower, settings):
             stats["stopped"] = "proven"
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        grads = torch.autograd.grad(loss, optimizer.params, allow_unused=True)
         with torch.no_grad():
+            optimizer.step(grads)
             _project(prop, table)
             for beta in beta_leaves:
                 beta.clamp_(min=0)
-        scheduler.step()
 
     stats["time"] = time.perf_counter() - started
     alphas = {start: {n: {k: v.detach() for k, v in p.items()} for n, p in per_node.items()}
@@ -176,6 +178,33 @@ def optimize(prop: Propagator, spec_matrix: torch.Tensor, spec_offset: torch.Ten
     if best_spec:
         alphas[SPEC_START] = best_spec
     return AlphaOutcome(best_lower, reference, alphas, best_betas, stats)
+
+
+class Adam:
+    """Adam ascent on the bound (descent on ``loss``), step size decayed by
+    ``decay`` every step.  Hand-written: ``torch.optim`` pulls in
+    ``torch._dynamo`` on first use, seconds of start-up on CPU."""
+
+    def __init__(self, groups: list[dict], decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for g in groups for p in g["params"]]
+        self.lrs = [g["lr"] for g in groups for _ in g["params"]]
+        self.decay, self.betas, self.eps = decay, betas, eps
+        self.first = [torch.zeros_like(p) for p in self.params]
+        self.second = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+
+    def step(self, grads: Sequence[torch.Tensor | None]) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        scale1, scale2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
+        shrink = self.decay ** (self.steps - 1)
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
+            if grad is None:
+                continue
+            self.first[i].mul_(b1).add_(grad, alpha=1 - b1)
+            self.second[i].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (self.second[i] / scale2).sqrt_().add_(self.eps)
+            param.addcdiv_(self.first[i], denom, value=-self.lrs[i] * shrink / scale1)
 
 
 def _proven(best_lower: torch.Tensor, settings: AlphaSettings) -> bool:

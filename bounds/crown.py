@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from bounds.constraints import LinearConstraints, apply_multipliers
+from bounds.cuts import CutPass, is_cut_set, relu_backward_with_indicators
 from bounds.graph import Graph, Node
 from bounds.ibp import intersect, node_interval
 from bounds.ops.base import BackwardContext, Bounds
@@ -108,6 +109,12 @@ class Propagator:
         anc = self.ancestors(name)
         return len(anc) == 1 and anc[0].op.is_linear
 
+    def sweep_cost(self, row_sets: Mapping[str, RowSet]) -> int:
+        """Rough cost of re-deriving the intermediate bounds: rows times the
+        elements met on each backward path."""
+        return sum(rows.num_rows * (sum(n.numel for n in self.ancestors(name)) + self.graph.input_numel)
+                   for name, rows in row_sets.items())
+
     # ------------------------------------------------------------- one pass
     def backward(self, start: str, coeffs: torch.Tensor, bounds: Mapping[str, Bounds],
                  params: Params | None = None,
@@ -123,11 +130,16 @@ class Propagator:
         self.stats["rows"] += int(coeffs.shape[1])
         by_node: dict[str, list] = {}
         for constraint, beta in constraints:
-            by_node.setdefault(constraint.node, []).append((constraint, beta))
+            if not is_cut_set(constraint):
+                by_node.setdefault(constraint.node, []).append((constraint, beta))
+        # cut sets span several nodes (values and ReLU indicators): bounds/cuts.py
+        cut_pass = CutPass([(c, beta) for c, beta in constraints if is_cut_set(c)])
         pending: dict[str, torch.Tensor] = {start: coeffs}
-        bias = None
+        bias = cut_pass.constant() if cut_pass else None
         for node in reversed(self.ancestors(start)):
             A = pending.pop(node.name, None)
+            if cut_pass:
+                A = cut_pass.enter(node.name, tuple(node.shape), A)
             if A is None:
                 continue
             for constraint, beta in by_node.get(node.name, ()):
@@ -140,13 +152,22 @@ class Propagator:
                 input_bounds=[bounds.get(i) for i in node.inputs],
                 params=None if params is None else params.get(node.name),
             )
-            A_inputs, step_bias = node.op.backward(A, ctx)
+            indicator = cut_pass.indicators(node.name, node.numel) if cut_pass else None
+            if indicator is not None:
+                A_inputs, step_bias = relu_backward_with_indicators(node.op, A, indicator, ctx)
+            else:
+                A_inputs, step_bias = node.op.backward(A, ctx)
             if not (isinstance(step_bias, float) and step_bias == 0.0):
                 bias = _add(bias, step_bias)
             for name, A_in in zip(node.inputs, A_inputs):
                 if A_in is not None:
                     pending[name] = _add(pending.get(name), A_in)
         A = pending.pop(self.graph.input_name, None)
+        if cut_pass:
+            A = cut_pass.enter(self.graph.input_name, tuple(self.graph.input_shape), A)
+            leftover = cut_pass.leftover(self.graph, bounds)
+            if leftover is not None:
+                bias = _add(bias, leftover)
         for constraint, beta in by_node.get(self.graph.input_name, ()):
             if A is None:
                 A = torch.zeros((1, coeffs.shape[1]) + tuple(self.graph.input_shape),

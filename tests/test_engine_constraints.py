@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+torch.set_num_threads(1)  # small ops: thread hand-off costs more than it saves
+
 from bounds.constraints import LinearConstraints
 from bounds.engine import BoundConfig, compute_bounds
 from tests.test_engine_crown import relu_net, sample_box

@@ -3,6 +3,8 @@ ordering of the methods, DAG fan-out, chunking, supplied intermediate bounds."""
 from __future__ import annotations
 
 import torch
+
+torch.set_num_threads(1)  # small ops: thread hand-off costs more than it saves
 from hypothesis import given, settings, strategies as st
 
 from bounds.engine import BoundConfig, compute_bounds

@@ -81,7 +81,7 @@ def _bound_rows(graph: Graph, lower: torch.Tensor, upper: torch.Tensor, matrix: 
     alpha_config = replace(config, method="alpha-crown", early_stop_margin=PROOF_TOLERANCE,
                            early_stop_mode=stop_mode)
     # plain alpha: reuse CROWN's intermediate boxes instead of recomputing them
-    reuse = None if config.optimize_intermediate else result.intermediate
+    reuse = result.intermediate if config.optimize_intermediate is False else None
     optimized = compute_bounds(graph, lower, upper, spec[:, rows], off[:, rows], config=alpha_config,
                                intermediate=reuse, deadline=deadline)
     bounds = bounds.clone()
