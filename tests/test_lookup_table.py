@@ -56,7 +56,7 @@ def test_interpolated_points_beat_midpoint_off_grid(key):
     with torch.no_grad():
         chosen = split_looseness(op, lower, upper, point)
         mid = split_looseness(op, lower, upper, (lower + upper) / 2)
-    assert float(chosen.sum()) < 0.9 * float(mid.sum())
+    assert float(chosen.sum()) < 0.95 * float(mid.sum())
 
 
 def test_lookup_is_vectorized_and_keeps_dtype():
