@@ -375,8 +375,8 @@ class _Search:
                 worst = float(key.min()) if key.numel() else float("inf")
                 if len(queue):
                     worst = min(worst, float(queue.key.min()))
-                self.progress.update(domains_left=len(queue), domains_visited=self.stats["domains_visited"],
-                                     global_lower=worst, depth=self.stats["max_depth"])
+                self.progress({"domains_left": len(queue), "domains_visited": self.stats["domains_visited"],
+                               "global_lower": worst, "depth": self.stats["max_depth"]})
         return "unsat"
 
 
