@@ -37,6 +37,11 @@ class VerifyConfig:
     pgd_steps: int = 100
     pgd_time_fraction: float = 0.3   # share of the remaining budget one PGD run may use
     pgd_rounds: int = 4              # PGD runs (fresh seeds) before giving up with "unknown"
+    # branch and bound (None: chosen from the instance, see bab/strategy.py)
+    bab_strategy: str = "auto"       # auto | input-split | relu-split | genbab
+    bab_batch_size: int | None = None
+    bab_branching: str | None = None  # input split: coefficient | widest; relu split: babsr | fsb
+    bab_alpha_iterations: int | None = None
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:

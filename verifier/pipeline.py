@@ -146,9 +146,58 @@ def incomplete_stage(graph, spec, deadline: float, config: VerifyConfig, stats: 
 
 
 def complete_stage(graph, model: OrtModel, spec, deadline: float, config: VerifyConfig, stats: dict) -> Result | None:
-    """Plug-in point of complete verification (branch and bound): a decided
-    ``Result`` (``sat`` with a validated counterexample, or ``unsat``), or None."""
+    """Complete verification by branch and bound (:func:`bab.strategy.solve_spec`,
+    strategy chosen from the instance unless ``config.bab_strategy`` forces one).
+
+    Returns a decided ``Result`` (``sat`` with a counterexample validated on
+    onnxruntime, or ``unsat``), or None (timeout / unknown); BaB statistics
+    go to ``stats["bab"]``.
+    """
+    from bab.progress import BabProgress
+    from bab.strategy import solve_spec
+    from bab.types import BabConfig
+
+    bab_config = BabConfig(strategy=config.bab_strategy, batch_size=config.bab_batch_size,
+                           branching=config.bab_branching, alpha_iterations=config.bab_alpha_iterations,
+                           verbose=config.verbose)
+    validator = _SpecValidator(model, spec)
+    with BabProgress(verbose=config.verbose) as progress:
+        outcome = solve_spec(graph, spec, bab_config, deadline, validator, progress)
+    stats["bab"] = dict(outcome.stats, status=outcome.status)
+    if outcome.status == "sat" and validator.found is not None:
+        return Result("sat", counterexample=validator.found, message=f"{outcome.stats.get('strategy', 'BaB')} BaB")
+    if outcome.status == "unsat":
+        return Result("unsat", message=f"proven by {outcome.stats.get('strategy', '')} branch and bound")
     return None
+
+
+class _SpecValidator:
+    """A BaB validator for a whole spec: a point is a counterexample when, for
+    some property whose box holds it, onnxruntime's output meets one of the
+    clauses (:func:`verifier.validate.validate_point`); the first one found is kept."""
+
+    def __init__(self, model: OrtModel, spec):
+        import numpy as np
+
+        self.model, self.spec = model, spec
+        self.lower = np.stack([np.asarray(p.box.lower, np.float64) for p in spec.properties])
+        self.upper = np.stack([np.asarray(p.box.upper, np.float64) for p in spec.properties])
+        self.found = None
+
+    def __call__(self, x) -> bool:
+        import numpy as np
+
+        from verifier.validate import validate_point
+
+        x = np.asarray(x, np.float64).reshape(-1)
+        slack = 1e-6 * (1 + np.maximum(np.abs(self.lower), np.abs(self.upper)))
+        inside = np.flatnonzero(np.all((x >= self.lower - slack) & (x <= self.upper + slack), axis=1))
+        for index in inside:
+            found = validate_point(self.model, self.spec.properties[int(index)], x, int(index))
+            if found is not None:
+                self.found = found
+                return True
+        return False
 
 
 def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
