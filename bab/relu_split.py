@@ -40,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bab.biccos import Biccos, cuts_enabled
 from bab.branching import (Decision, ReluSite, babsr_decisions, babsr_scores, coefficient_pass,
                            fsb_decisions, relu_sites)
 from bab.domains import Domain, DomainStore, capacity_for, stack
@@ -136,6 +137,7 @@ class _Search:
     sites: list[ReluSite] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     counterexample: np.ndarray | None = None
+    biccos: object | None = None   # bab.biccos.Biccos hooks (cuts), or None
 
     def __post_init__(self) -> None:
         self.sites = relu_sites(self.graph)
@@ -199,13 +201,19 @@ class _Search:
         return torch.where(chosen > 0, self.lower, self.upper)
 
     # ---------------------------------------------------------------- bounds
-    def bound(self, histories, boxes, alphas, betas, *, optimize: bool) -> BoundResult:
+    def bound(self, histories, boxes, alphas, betas, *, optimize: bool,
+              iterations: int | None = None) -> BoundResult:
         """Bound domains given their (already cut) boxes and warm starts."""
         batch = len(histories)
         nodes = split_nodes(histories, self.order)
         constraints = build_constraints(histories, self.shapes, nodes, self.lower)
         warm_betas = pad_betas(betas, histories, nodes, int(self.spec.shape[1]), self.lower)
+        if self.biccos is not None:  # BICCOS cuts ride along as one more constraint set
+            cut_constraints, cut_betas = self.biccos.extra(batch, int(self.spec.shape[1]), self.lower)
+            constraints, warm_betas = constraints + cut_constraints, warm_betas + cut_betas
         config = self.bound_config if optimize else replace(self.bound_config, method="crown")
+        if iterations is not None:
+            config = replace(config, alpha_iterations=iterations)
         return compute_bounds(self.graph, self.lower.expand(batch, *self.lower.shape[1:]),
                               self.upper.expand(batch, *self.upper.shape[1:]), self.spec, self.offset,
                               config=config, intermediate=boxes, constraints=constraints,
@@ -269,7 +277,8 @@ def _graph_like(graph: Graph) -> torch.Tensor:
 def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, clause_of_row,
                    config: BabConfig, deadline: float, validator: Validator | None,
                    progress: Callable[[dict], None] | None = None, *,
-                   root: BoundResult | None = None, settings: ReluBabSettings | None = None) -> BabOutcome:
+                   root: BoundResult | None = None, settings: ReluBabSettings | None = None,
+                   biccos=None) -> BabOutcome:
     """Decide the property ``for all x in box, for all clauses c: not (C_c y <= d_c)``.
 
     ``spec_matrix`` ``(S, n_out)`` / ``spec_offset`` ``(S,)``: every clause's
@@ -290,11 +299,16 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     settings = settings or resolve_settings(graph, int(spec.shape[1]), config)
     search = _Search(graph, lower, upper, spec, offset, clauses, settings, deadline, validator)
     stats = search.stats
+    if biccos is None and cuts_enabled(config.use_cuts, graph):
+        biccos = Biccos(graph)
+    search.biccos = biccos
     stats["settings"] = {"batch_size": settings.batch_size, "alpha_iterations": settings.alpha_iterations,
                          "branching": settings.branching}
 
     def finish(status: str) -> BabOutcome:
         stats["time"]["total"] = time.perf_counter() - started
+        if biccos is not None:
+            stats["biccos"] = biccos.summary()
         return BabOutcome(status, search.counterexample if status == "sat" else None, stats)
 
     if any(n.op.op_type not in ("Relu",) and not n.op.is_linear for n in graph.nodes):
@@ -326,6 +340,18 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
                          {k: (lo[0], up[0]) for k, (lo, up) in result.intermediate.items()},
                          None if alphas is None else {n: {k: v[0] for k, v in p.items()} for n, p in alphas.items()},
                          None)
+    if biccos is not None and biccos.root_boxes is None:
+        biccos.root_boxes = {k: (lo[:1], up[:1]) for k, (lo, up) in result.intermediate.items()}
+    if biccos is not None and not biccos.in_tree:  # multi-tree phase: harvest cuts
+        def run_tree(branching, tree_deadline, hooks):
+            return relu_split_bab(graph, box_lower, box_upper, spec_matrix, spec_offset, clause_of_row,
+                                  replace(config, branching=branching), min(tree_deadline, deadline), validator,
+                                  root=result, biccos=hooks)
+        decided = biccos.multi_tree(run_tree, deadline)
+        if decided is not None:
+            search.counterexample = decided.counterexample
+            stats["decided_by_tree"] = True
+            return finish(decided.status)
     store = DomainStore(capacity_for(root_domain, settings.memory_bytes, settings.max_domains))
     store.push(root_domain)
     undecided = False
@@ -335,6 +361,10 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         if time.monotonic() > deadline:
             return finish("timeout")
         parents = store.pop(settings.batch_size)
+        if biccos is not None:
+            parents = biccos.prune(parents)
+            if not parents:
+                continue
         stats["batches"] += 1
         batch = stack(parents)
         nodes = split_nodes(batch.histories, search.order)
@@ -349,6 +379,8 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
                                 batch.alphas, list(zip(constraints, betas)), search.sites)
         weights = clauses.open_rows(batch.row_lower)
         scores = babsr_scores(search.sites, batch.boxes, info.relu_coeffs, batch.alphas, weights)
+        if biccos is not None:
+            scores = biccos.rescore(scores)
         search.timed("branching", t0)
 
         t0 = time.perf_counter()
@@ -401,6 +433,9 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         stats["domains_visited"] += len(histories)
         new_alphas = (result.alphas or {}).get(SPEC_START)
         new_betas = unpad_betas(result.betas or [], histories, split_nodes(histories, search.order))
+        if biccos is not None:
+            biccos.observe_betas(result.betas)
+            biccos.learn(search, histories, result.betas, (child_scores > PROOF_TOLERANCE).tolist())
         for i, history in enumerate(histories):
             if float(child_scores[i]) > PROOF_TOLERANCE:
                 continue

@@ -1,0 +1,283 @@
+"""BICCOS: cutting planes inferred from verified BaB subproblems.
+
+(Zhou, Brix, Hanasusanto, Zhang, NeurIPS 2024.)  A domain of ReLU-split BaB
+is the box plus split decisions ``S``; a split ``x_i >= 0`` fixes the
+indicator ``z_i = 1``, ``x_i <= 0`` fixes ``z_i = 0``.  When the domain is
+verified, no counterexample satisfies all of ``S`` (strictly, at least one
+split's pre-activation has the opposite sign), so every counterexample obeys
+the *no-good* cut
+
+    sum_{i in S+} z_i + sum_{j in S-} (1 - z_j)  <=  |S| - 1,
+
+which is valid in every other domain and enters bound propagation through a
+multiplier (:mod:`bounds.cuts`).  Shorter cuts prune more:
+
+* **inference**: each verified child's history gives a cut; its splits are
+  ranked by influence (the magnitude of their beta multipliers);
+* **strengthening**: candidate subsets that keep only the most influential
+  splits are re-verified in one batched pass over the root box cut by the
+  subset's splits (with the pool's cuts on); the shortest verified subset
+  is kept.  A subset that verifies is itself a verified domain, so the cut
+  is sound whatever the ranking;
+* **pool**: cuts are de-duplicated, a cut implied by a shorter one (a
+  superset of splits) is dropped, the pool is capped, and cuts whose
+  multiplier never became positive are retired first;
+* **multi-tree search**: before the main BaB, short searches with other
+  branching orders (FSB; BaBSR with perturbed scores) harvest cuts into the
+  shared pool (and may decide the property outright);
+* **pruning**: an open domain whose history contains a cut's split set lies
+  inside a verified domain and is dropped.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from bab.splits import History, Split, apply_to_boxes, split_nodes, unpad_betas
+from bab.types import PROOF_TOLERANCE
+from bounds.cuts import INDICATOR, Cut, CutConstraints, CutTerm
+from bounds.graph import Graph
+
+
+@dataclass
+class BiccosSettings:
+    """Limits of cut inference (defaults measured on the dev set, see
+    ``benchmarks/biccos_effect.py``)."""
+
+    max_cuts: int = 400              # pool cap
+    max_cut_length: int = 12         # longer no-goods are too weak to pay
+    strengthen_per_step: int = 48    # candidate subsets re-verified per BaB step
+    strengthen_iterations: int = 10  # alpha/beta iterations of the re-verification
+    multi_tree_fraction: float = 0.15  # of the remaining time, for the extra trees
+    multi_tree_max_seconds: float = 10.0
+    trees: tuple[tuple[str, float], ...] = (("fsb", 0.0), ("babsr", 0.5))  # (branching, score noise)
+    retire_after: int = 30           # bound passes without a positive multiplier
+
+
+@dataclass
+class _Entry:
+    splits: frozenset
+    cut: Cut
+    idle: int = 0
+    used: bool = False
+
+
+class CutPool:
+    """De-duplicated, capped set of no-good cuts (as split sets)."""
+
+    def __init__(self, relu_of: dict[str, str], settings: BiccosSettings):
+        self.relu_of = relu_of          # split node (ReLU input) -> ReLU node
+        self.settings = settings
+        self.entries: list[_Entry] = []
+        self._cache: tuple[int, CutConstraints] | None = None
+        self.version = 0
+        self.stats = {"cuts_inferred": 0, "cuts_retired": 0, "cuts_used": 0}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def to_cut(self, splits: Sequence[Split]) -> Cut:
+        terms, positives = [], 0
+        for s in splits:
+            terms.append(CutTerm(self.relu_of[s.node], s.index, 1.0 if s.direction > 0 else -1.0, INDICATOR))
+            positives += s.direction > 0
+        return Cut(tuple(terms), float(positives - 1))
+
+    def add(self, splits: Sequence[Split]) -> bool:
+        """Add the no-good of a verified split set; False when implied already."""
+        key = frozenset(splits)
+        if not key or len(key) > self.settings.max_cut_length:
+            return False
+        if any(e.splits <= key for e in self.entries):
+            return False
+        self.entries = [e for e in self.entries if not key <= e.splits]
+        self.entries.append(_Entry(key, self.to_cut(sorted(key, key=lambda s: (s.node, s.index)))))
+        self.stats["cuts_inferred"] += 1
+        if len(self.entries) > self.settings.max_cuts:  # drop idle, then long cuts
+            self.entries.sort(key=lambda e: (e.idle > self.settings.retire_after, not e.used, len(e.splits)))
+            retired = len(self.entries) - self.settings.max_cuts
+            self.entries = self.entries[:self.settings.max_cuts]
+            self.stats["cuts_retired"] += retired
+        self.version += 1
+        return True
+
+    def subsumed(self, history: History) -> bool:
+        """Does the domain lie inside a verified one (contains a cut's splits)?"""
+        if not self.entries or not history:
+            return False
+        have = set(history)
+        return any(e.splits <= have for e in self.entries)
+
+    def constraints(self, graph: Graph, like: torch.Tensor) -> CutConstraints | None:
+        if not self.entries:
+            return None
+        if self._cache is None or self._cache[0] != self.version:
+            self._cache = (self.version, CutConstraints.build(graph, [e.cut for e in self.entries], like))
+        return self._cache[1]
+
+    def record(self, multipliers: torch.Tensor, version: int) -> None:
+        """Bookkeeping after a pass: ``multipliers (B, S, K)`` of the pool at ``version``."""
+        if version != self.version or multipliers.shape[-1] != len(self.entries):
+            return
+        binding = (multipliers > 1e-8).flatten(0, 1).any(0).tolist()
+        for entry, hit in zip(self.entries, binding):
+            if hit:
+                if not entry.used:
+                    self.stats["cuts_used"] += 1
+                entry.used, entry.idle = True, 0
+            else:
+                entry.idle += 1
+
+
+@dataclass
+class Biccos:
+    """The hooks ReLU-split BaB calls (see :mod:`bab.relu_split`)."""
+
+    graph: Graph
+    settings: BiccosSettings = field(default_factory=BiccosSettings)
+    pool: CutPool | None = None
+    root_boxes: dict | None = None
+    score_noise: float = 0.0
+    in_tree: bool = False
+    stats: dict = field(default_factory=lambda: {"strengthen_candidates": 0, "strengthened": 0,
+                                                 "domains_pruned": 0, "trees": 0, "tree_time": 0.0})
+
+    def __post_init__(self) -> None:
+        if self.pool is None:
+            relu_of = {n.inputs[0]: n.name for n in self.graph.nodes if n.op.op_type == "Relu"}
+            self.pool = CutPool(relu_of, self.settings)
+        self._generator = torch.Generator().manual_seed(0)
+        self._pending_version = -1
+
+    # ------------------------------------------------------------ bounding
+    def extra(self, batch: int, num_rows: int, like: torch.Tensor):
+        """Cut constraints and zero multipliers to append to a bounding pass."""
+        constraint = self.pool.constraints(self.graph, like)
+        if constraint is None:
+            self._pending_version = -1
+            return [], []
+        self._pending_version = self.pool.version
+        mu = torch.zeros(batch, num_rows, constraint.num_constraints, dtype=like.dtype, device=like.device)
+        return [constraint], [mu]
+
+    def observe_betas(self, betas: Sequence[torch.Tensor] | None) -> None:
+        if betas and self._pending_version >= 0:
+            self.pool.record(betas[-1], self._pending_version)
+
+    def rescore(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Multi-tree variation: perturb branching scores multiplicatively."""
+        if self.score_noise <= 0:
+            return scores
+        out = {}
+        for name, s in scores.items():
+            noise = torch.rand(s.shape, generator=self._generator).to(s)
+            out[name] = torch.where(torch.isfinite(s), s * (1 + self.score_noise * noise), s)
+        return out
+
+    def prune(self, domains: list) -> list:
+        kept = [d for d in domains if not self.pool.subsumed(d.history)]
+        self.stats["domains_pruned"] += len(domains) - len(kept)
+        return kept
+
+    # ------------------------------------------------- inference/strengthen
+    def learn(self, search, histories: Sequence[History], betas: Sequence[torch.Tensor] | None,
+              verified: Sequence[bool]) -> None:
+        """Cuts from the verified children, strengthened by one batched pass."""
+        chosen = [i for i, v in enumerate(verified) if v and histories[i]]
+        if not chosen:
+            return
+        nodes = split_nodes(histories, search.order)
+        per_domain = unpad_betas(list(betas or [])[:len(nodes)], histories, nodes) if betas else None
+        candidates: list[tuple[int, History]] = []
+        for i in chosen:
+            history = tuple(s for s in histories[i] if s.point == 0.0)
+            if len(history) != len(histories[i]):
+                continue
+            ranked = self._rank(history, None if per_domain is None else per_domain[i])
+            self.pool.add(history)
+            for keep in self._schedule(ranked):
+                candidates.append((i, tuple(ranked[:keep])))
+        if candidates and self.root_boxes is not None:
+            self._strengthen(search, candidates[:self.settings.strengthen_per_step])
+
+    @staticmethod
+    def _rank(history: History, betas: dict | None) -> list[tuple[Split, float]]:
+        """Splits by influence: summed beta magnitude over rows (newest first on ties)."""
+        influence = []
+        seen: dict[str, int] = {}
+        for pos, s in enumerate(history):
+            k = seen.get(s.node, 0)
+            seen[s.node] = k + 1
+            value = 0.0
+            if betas is not None and s.node in betas and betas[s.node].shape[1] > k:
+                value = float(betas[s.node][:, k].abs().sum())
+            influence.append((value, pos, s))
+        influence.sort(key=lambda t: (-t[0], -t[1]))
+        return [(s, v) for v, _, s in influence]
+
+    @staticmethod
+    def _schedule(ranked: list[tuple[Split, float]]) -> list[int]:
+        """How many of the top-ranked splits each candidate keeps."""
+        n = len(ranked)
+        active = sum(1 for _, v in ranked if v > 0)
+        sizes = {active, n // 2, n // 4, n - 1, 1}
+        return sorted(k for k in sizes if 1 <= k < n)
+
+    def _strengthen(self, search, candidates: list[tuple[int, tuple]]) -> None:
+        histories = [tuple(s for s, _ in c) for _, c in candidates]
+        histories = [h for h in histories if not self.pool.subsumed(h)]
+        if not histories:
+            return
+        self.stats["strengthen_candidates"] += len(histories)
+        boxes = apply_to_boxes(self.root_boxes, histories)
+        boxes = {k: (lo.expand(len(histories), *lo.shape[1:]), up.expand(len(histories), *up.shape[1:]))
+                 for k, (lo, up) in boxes.items()}
+        result = search.bound(histories, boxes, None, [None] * len(histories), optimize=True,
+                              iterations=self.settings.strengthen_iterations)
+        scores = search.clauses.score(result.lower)
+        for history, score in zip(histories, scores.tolist()):
+            if score > PROOF_TOLERANCE and self.pool.add(history):
+                self.stats["strengthened"] += 1
+
+    # ----------------------------------------------------------- multi-tree
+    def multi_tree(self, run: Callable[[str, float, "Biccos"], object], deadline: float):
+        """Short searches with other branching orders sharing this pool.
+
+        ``run(branching, deadline, hooks)`` runs one BaB tree and returns its
+        outcome; a decided outcome (``sat``/``unsat``) is returned at once."""
+        budget = min(self.settings.multi_tree_max_seconds,
+                     self.settings.multi_tree_fraction * max(0.0, deadline - time.monotonic()))
+        per_tree = budget / max(1, len(self.settings.trees))
+        started = time.perf_counter()
+        for branching, noise in self.settings.trees:
+            if per_tree < 0.5:
+                break
+            hooks = Biccos(self.graph, self.settings, self.pool, self.root_boxes, noise, True, self.stats)
+            self.stats["trees"] += 1
+            outcome = run(branching, time.monotonic() + per_tree, hooks)
+            self.stats["tree_domains"] = self.stats.get("tree_domains", 0) + outcome.stats.get("domains_visited", 0)
+            if outcome.status in ("sat", "unsat"):
+                self.stats["tree_time"] += time.perf_counter() - started
+                return outcome
+        self.stats["tree_time"] += time.perf_counter() - started
+        return None
+
+    def summary(self) -> dict:
+        return {**self.pool.stats, **{k: v for k, v in self.stats.items()}, "pool_size": len(self.pool)}
+
+
+def cuts_enabled(config_value: bool | None, graph: Graph) -> bool:
+    """Zero-config default of ``BabConfig.use_cuts`` (see the measurement in
+    ``benchmarks/biccos_effect.py``)."""
+    if config_value is not None:
+        return bool(config_value)
+    return DEFAULT_ON
+
+
+#: measured default (benchmarks/biccos_effect.py)
+DEFAULT_ON = True
+del math
