@@ -19,7 +19,7 @@ property (nn4sys: thousands of input boxes in a few passes).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -63,18 +63,26 @@ def _strategy_function(name: str) -> Callable | None:
     return None
 
 
-def choose_strategy(graph: Graph, config: BabConfig | None = None) -> StrategyChoice:
-    """Pick the strategy from the input size and the operators of ``graph``."""
+def free_input_dims(graph: Graph, spec=None) -> int:
+    """Input values that vary: the widest count of non-degenerate intervals
+    over the spec's boxes (nn4sys mscn: 154 inputs, 3 of them free), else all."""
+    if spec is None or not spec.properties:
+        return graph.input_numel
+    return max(int(np.count_nonzero(np.asarray(p.box.upper) > np.asarray(p.box.lower))) for p in spec.properties)
+
+
+def choose_strategy(graph: Graph, config: BabConfig | None = None, spec=None) -> StrategyChoice:
+    """Pick the strategy from the (free) input size and the operators of ``graph``."""
     config = config or BabConfig()
     if config.strategy != "auto":
         if config.strategy not in STRATEGIES:
             raise ValueError(f"unknown BaB strategy {config.strategy!r}; expected auto or one of {STRATEGIES}")
         return StrategyChoice(config.strategy, "forced by configuration", config)
-    dim = graph.input_numel
+    dim = free_input_dims(graph, spec)
     nonlinear = {n.op.op_type for n in graph.nonlinear_nodes()}
     general = sorted(nonlinear - PIECEWISE_LINEAR)
     if dim <= INPUT_SPLIT_MAX_DIM:
-        return StrategyChoice("input-split", f"{dim} inputs <= {INPUT_SPLIT_MAX_DIM}", config)
+        return StrategyChoice("input-split", f"{dim} free inputs <= {INPUT_SPLIT_MAX_DIM}", config)
     if not general:
         return StrategyChoice("relu-split", f"{dim} inputs, piecewise-linear ({', '.join(sorted(nonlinear)) or 'no'} "
                                             "activations)", config)
@@ -127,7 +135,7 @@ def solve_spec(graph: Graph, spec, config: BabConfig | None = None, deadline: fl
     """
     config = config or BabConfig()
     deadline = float("inf") if deadline is None else deadline
-    choice = choose_strategy(graph, config)
+    choice = choose_strategy(graph, config, spec)
     stats: dict = {"strategy": choice.name, "strategy_reason": choice.reason}
     if progress is not None and hasattr(progress, "note"):
         progress.note(f"strategy {choice.name}: {choice.reason}")
