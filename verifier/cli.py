@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--points", type=_positive_int, default=16, metavar="N",
                        help="random points for the onnxruntime comparison (default 16)")
     check.add_argument("--debug", action="store_true", help="tracebacks on errors")
+
+    # verify / supports (VNN-LIB 2.0 standard interface) and gate (CI safety gate)
+    from verifier.standard_cli import add_commands
+
+    add_commands(commands, _positive_float, _positive_int)
     return parser
 
 
@@ -114,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
+    if args.command in ("verify", "supports", "gate"):
+        from verifier.standard_cli import dispatch
+
+        return dispatch(args)
     if args.command == "run":
         return _cmd_run(args)
     return _cmd_check(args)
