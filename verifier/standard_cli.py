@@ -28,12 +28,18 @@ import time
 NAME = "nnverify"
 VERSION = "0.1.0"
 
-#: capability -> lines printed by ``supports``
+CAPABILITIES = ("onnx-opset-versions", "onnx-element-types", "onnx-operators", "onnx-operators-unsat-proofs",
+                "vnnlib-versions", "hidden-node-theories", "multiple-input-output-theories",
+                "multiple-network-theories", "multiple-node-comparison-theories", "arithmetic-complexity-theories",
+                "optimised-disjunctive-reasoning", "serialise-assignments", "unsat-proofs")
+
+
 def capabilities() -> dict[str, list[str]]:
     from bounds.ops.registry import supported_ops
     from verifier.onnx_import import CONSTANT_ONLY_OPS
 
     ops = sorted(set(supported_ops()) | set(CONSTANT_ONLY_OPS))
+    """Capability -> lines printed by ``supports`` (imports the operator registry)."""
     return {
         "onnx-opset-versions": ["7", "21"],
         # float32 is the analysed precision; counterexamples are re-checked on onnxruntime,
@@ -54,7 +60,8 @@ def capabilities() -> dict[str, list[str]]:
 
 
 def add_commands(commands, positive_float, positive_int) -> None:
-    """Register ``verify``, ``supports`` and ``gate`` on the CLI's subparsers."""
+    """Register ``verify``, ``supports`` and ``gate`` on the CLI's subparsers
+    (imports nothing heavy: ``nnverify --help`` must stay fast)."""
     verify = commands.add_parser("verify", help="VNN-LIB 2.0 standard interface: verify a query",
                                  description="Verify a VNN-LIB (2.0 or 1.0) query; prints sat/unsat/unknown/"
                                              "timed-out and, on sat, the assignment.")
@@ -67,7 +74,7 @@ def add_commands(commands, positive_float, positive_int) -> None:
 
     supports = commands.add_parser("supports", help="VNN-LIB 2.0 standard interface: report capabilities")
     group = supports.add_mutually_exclusive_group(required=True)
-    for capability in capabilities():
+    for capability in CAPABILITIES:
         group.add_argument(f"--{capability}", dest="capability", action="store_const", const=capability)
 
     gate = commands.add_parser("gate", help="CI safety gate over a TOML/YAML suite",
