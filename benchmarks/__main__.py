@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, default=1, help="instances run at once (default 1)")
     run.add_argument("--plot", metavar="PNG", help="write a cactus plot (needs matplotlib)")
     run.add_argument("--quiet", action="store_true", help="no line per instance")
+    run.add_argument("--report", metavar="DIR", help="write results.csv, report.md (score, table) and cactus.png")
+    run.add_argument("--progress", action="store_true", help="a progress bar over the suite (tqdm, on stderr)")
+    run.add_argument("--ray", metavar="ADDRESS", help="run each instance as a Ray task: 'local' or a cluster address")
+    run.add_argument("--ray-cpus", type=int, help="CPUs of a local Ray runtime (default: all)")
+    run.add_argument("--cpus-per-task", type=float, default=1, help="Ray CPUs per instance (default 1)")
+    run.add_argument("--gpus-per-task", type=float, default=0, help="Ray GPUs per instance (default 0)")
     args = parser.parse_args(argv)
 
     csv_path = Path(args.csv)
@@ -45,8 +51,31 @@ def main(argv: list[str] | None = None) -> int:
                   f"{instance.benchmark} {Path(instance.onnx).name} {Path(instance.vnnlib).name}"
                   + (f"  {outcome.message}" if outcome.message else ""), flush=True)
 
-    outcomes = run_all(instances, csv_path.resolve().parent, args.cap, max(1, args.jobs), args.grace,
-                       tuple(extra), progress)
+    bar = None
+    if args.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(instances), unit="instance")
+        line = progress
+
+        def progress(instance, outcome):  # noqa: F811 - wraps the per-line printer
+            line(instance, outcome)
+            bar.update(1)
+    if args.ray:
+        from benchmarks.ray_runner import run_all_ray
+
+        outcomes = run_all_ray(instances, csv_path.resolve().parent, args.cap, args.ray, num_cpus=args.ray_cpus,
+                               cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                               grace=args.grace, extra_args=tuple(extra), progress=progress)
+    else:
+        outcomes = run_all(instances, csv_path.resolve().parent, args.cap, max(1, args.jobs), args.grace,
+                           tuple(extra), progress)
+    if bar is not None:
+        bar.close()
+    if args.report:
+        from benchmarks.report import write_report
+
+        write_report(outcomes, args.report, f"{csv_path.name} ({'ray ' + args.ray if args.ray else 'process pool'})")
     if args.out:
         write_csv(outcomes, args.out)
     if args.plot:
