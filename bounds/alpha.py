@@ -24,7 +24,7 @@ import torch
 
 from bounds.constraints import LinearConstraints
 from bounds.crown import Propagator, RowSet
-from bounds.ops.base import Bounds
+from bounds.ops.base import Bounds, ElementwiseNonlinear
 
 SPEC_START = "__spec__"  # key of the backward pass started at the spec
 
@@ -60,7 +60,12 @@ def init_alphas(prop: Propagator, bounds: Mapping[str, Bounds], starts: Mapping[
 
     ``starts`` maps each start (``SPEC_START`` or a node name) to its row
     count; ``R`` is that count when ``B * R * numel`` fits ``per_row_cap``,
-    else 1 (shared by all rows).  Warm-start tensors of the same shape win.
+    else 1 (shared by all rows).  Per-row values are used only for
+    element-wise relaxations (their base ``backward`` broadcasts parameters
+    against ``(B, S, *shape)``) and for operators that declare
+    ``per_row_params = True``; the others get ``R = 1`` — e.g. Mul2 squeezes
+    the row axis of its mixing weights, and per-row weights there gave
+    unsound bounds on ml4acopf.  Warm-start tensors of the same shape win.
     """
     graph = prop.graph
     table: AlphaTable = {}
@@ -74,8 +79,10 @@ def init_alphas(prop: Propagator, bounds: Mapping[str, Bounds], starts: Mapping[
             if not init:
                 continue
             params = {}
+            per_row_ok = isinstance(node.op, ElementwiseNonlinear) or getattr(node.op, "per_row_params", False)
             for key, value in init.items():
-                rows = num_rows if value.shape[0] * num_rows * value[0, 0].numel() <= per_row_cap else 1
+                cheap = value.shape[0] * num_rows * value[0, 0].numel() <= per_row_cap
+                rows = num_rows if per_row_ok and cheap else 1
                 shape = (value.shape[0], rows) + tuple(value.shape[2:])
                 old = None if warm is None else warm.get(start, {}).get(node.name, {}).get(key)
                 if old is not None and tuple(old.shape) == shape:

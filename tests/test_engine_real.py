@@ -24,6 +24,9 @@ CASES = {
                        "2022_oval21/vnnlib/cifar_base_kw-img8095-eps0.010457516339869282.vnnlib"),
     "eran_sigmoid": ("2021_eran/nets/ffnnSIGMOID__Point_6x200.onnx",
                      "2021_eran/specs/mnist/mnist_spec_idx_7895_eps_0.01200.vnnlib"),
+    # Sin/Cos/Pow/Sigmoid and products of two variables (Mul2)
+    "ml4acopf": ("2023_ml4acopf/onnx/14_ieee_ml4acopf.onnx",
+                 "2023_ml4acopf/vnnlib/14_ieee_prop12.vnnlib"),
 }
 
 
