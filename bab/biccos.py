@@ -54,6 +54,8 @@ class BiccosSettings:
     strengthen_iterations: int = 10  # alpha/beta iterations of the re-verification
     multi_tree_fraction: float = 0.15  # of the remaining time, for the extra trees
     multi_tree_max_seconds: float = 10.0
+    tree_after_domains: int = 400    # the trees run once the main search proves hard:
+    tree_after_fraction: float = 0.1  # this many domains, or this share of the budget spent
     trees: tuple[tuple[str, float], ...] = (("fsb", 0.0), ("babsr", 0.5))  # (branching, score noise)
     retire_after: int = 30           # bound passes without a positive multiplier
 
@@ -105,12 +107,41 @@ class CutPool:
         self.version += 1
         return True
 
+    def _postings(self) -> tuple[dict, list[int]]:
+        """Literal -> entries holding it, and the one-split entries (per version)."""
+        if getattr(self, "_index", None) is None or self._index[0] != self.version:
+            postings: dict[Split, list[int]] = {}
+            for i, e in enumerate(self.entries):
+                for s in e.splits:
+                    postings.setdefault(s, []).append(i)
+            units = [i for i, e in enumerate(self.entries) if len(e.splits) == 1]
+            self._index = (self.version, postings, units)
+        return self._index[1], self._index[2]
+
+    def matches(self, history: History) -> tuple[bool, list[Split]]:
+        """``(subsumed, missing)``: does the history contain a cut's splits, and
+        the single missing split of every cut it contains all but one of."""
+        if not self.entries:
+            return False, []
+        postings, units = self._postings()
+        counts: dict[int, int] = {}
+        for s in history:
+            for i in postings.get(s, ()):
+                counts[i] = counts.get(i, 0) + 1
+        have = None
+        missing: list[Split] = [next(iter(self.entries[i].splits)) for i in units]
+        for i, n in counts.items():
+            size = len(self.entries[i].splits)
+            if n == size:
+                return True, []
+            if n == size - 1:
+                have = set(history) if have is None else have
+                missing.extend(self.entries[i].splits - have)
+        return False, missing
+
     def subsumed(self, history: History) -> bool:
         """Does the domain lie inside a verified one (contains a cut's splits)?"""
-        if not self.entries or not history:
-            return False
-        have = set(history)
-        return any(e.splits <= have for e in self.entries)
+        return bool(history) and self.matches(history)[0]
 
     def constraints(self, graph: Graph, like: torch.Tensor) -> CutConstraints | None:
         if not self.entries:
@@ -178,6 +209,42 @@ class Biccos:
             out[name] = torch.where(torch.isfinite(s), s * (1 + self.score_noise * noise), s)
         return out
 
+    def propagate(self, histories: Sequence[History], boxes: dict) -> dict:
+        """Unit propagation of the no-goods into the domains' boxes.
+
+        A domain whose history holds every split of a cut but one, ``s``, has
+        no counterexample on ``s``'s side (a counterexample must violate some
+        split of the cut strictly, and the others hold), so the box of ``s``'s
+        neuron is cut to the opposite side.  An emptied box means no
+        counterexample at all, which any bound then states correctly."""
+        if not self.pool.entries:
+            return boxes
+        forced: list[tuple[Split, ...]] = []
+        count = 0
+        for history in histories:
+            have = set(history)
+            _, missing = self.pool.matches(history)
+            extra = []
+            for s in missing:
+                opposite = Split(s.node, s.index, s.point, -s.direction)
+                if opposite not in have:
+                    extra.append(opposite)
+            forced.append(tuple(extra))
+            count += len(extra)
+        if not count:
+            return boxes
+        self.stats["propagated"] = self.stats.get("propagated", 0) + count
+        return apply_to_boxes(boxes, forced)
+
+    def tree_due(self, domains_visited: int, elapsed: float, deadline: float) -> bool:
+        """Run the multi-tree phase now?  Once, in the main search only, when it
+        has visited enough domains or used enough of its time."""
+        if self.in_tree or self.stats["trees"] or not self.settings.trees:
+            return False
+        budget = elapsed + max(0.0, deadline - time.monotonic())
+        return domains_visited >= self.settings.tree_after_domains or \
+            elapsed >= self.settings.tree_after_fraction * min(budget, 600.0)
+
     def prune(self, domains: list) -> list:
         kept = [d for d in domains if not self.pool.subsumed(d.history)]
         self.stats["domains_pruned"] += len(domains) - len(kept)
@@ -202,7 +269,9 @@ class Biccos:
             for keep in self._schedule(ranked):
                 candidates.append((i, tuple(ranked[:keep])))
         if candidates and self.root_boxes is not None:
-            self._strengthen(search, candidates[:self.settings.strengthen_per_step])
+            # about half a BaB batch: a fraction of the cost of bounding the children
+            limit = min(self.settings.strengthen_per_step, max(4, search.settings.batch_size // 2))
+            self._strengthen(search, candidates[:limit])
 
     @staticmethod
     def _rank(history: History, betas: dict | None) -> list[tuple[Split, float]]:

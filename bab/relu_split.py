@@ -342,16 +342,12 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
                          None)
     if biccos is not None and biccos.root_boxes is None:
         biccos.root_boxes = {k: (lo[:1], up[:1]) for k, (lo, up) in result.intermediate.items()}
-    if biccos is not None and not biccos.in_tree:  # multi-tree phase: harvest cuts
-        def run_tree(branching, tree_deadline, hooks):
-            return relu_split_bab(graph, box_lower, box_upper, spec_matrix, spec_offset, clause_of_row,
-                                  replace(config, branching=branching), min(tree_deadline, deadline), validator,
-                                  root=result, biccos=hooks)
-        decided = biccos.multi_tree(run_tree, deadline)
-        if decided is not None:
-            search.counterexample = decided.counterexample
-            stats["decided_by_tree"] = True
-            return finish(decided.status)
+    root_result = result
+
+    def run_tree(branching, tree_deadline, hooks):  # BICCOS multi-tree phase: harvest cuts
+        return relu_split_bab(graph, box_lower, box_upper, spec_matrix, spec_offset, clause_of_row,
+                              replace(config, branching=branching), min(tree_deadline, deadline), validator,
+                              root=root_result, settings=settings, biccos=hooks)
     store = DomainStore(capacity_for(root_domain, settings.memory_bytes, settings.max_domains))
     store.push(root_domain)
     undecided = False
@@ -360,6 +356,13 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     while len(store):
         if time.monotonic() > deadline:
             return finish("timeout")
+        if biccos is not None and biccos.tree_due(stats["domains_visited"], time.perf_counter() - started,
+                                                  deadline):
+            decided = biccos.multi_tree(run_tree, deadline)
+            if decided is not None:
+                search.counterexample = decided.counterexample
+                stats["decided_by_tree"] = True
+                return finish(decided.status)
         parents = store.pop(settings.batch_size)
         if biccos is not None:
             parents = biccos.prune(parents)
@@ -427,6 +430,8 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         t0 = time.perf_counter()
         histories, boxes, alphas, betas, parent_lower = search.children(
             [d for d, _ in splittable], [d for _, d in splittable])
+        if biccos is not None:
+            boxes = biccos.propagate(histories, boxes)
         result = search.bound(histories, boxes, alphas, betas, optimize=True)
         child_lower = torch.maximum(result.lower, parent_lower)
         child_scores = clauses.score(child_lower)
