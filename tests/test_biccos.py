@@ -67,7 +67,8 @@ def test_biccos_cuts_are_valid_and_reduce_domains():
     args = (graph, lower, upper, matrix.astype(np.float32), offset.astype(np.float32), rows)
     torch.set_num_threads(1)
     plain = relu_split_bab(*args, BabConfig(use_cuts=False), time.monotonic() + 120, validator)
-    hooks = Biccos(graph, BiccosSettings(multi_tree_max_seconds=2.0))
+    # trees first (as on a hard instance): their cuts serve the main tree from the start
+    hooks = Biccos(graph, BiccosSettings(multi_tree_max_seconds=2.0, tree_after_domains=0))
     with_cuts = relu_split_bab(*args, BabConfig(use_cuts=True), time.monotonic() + 120, validator, biccos=hooks)
     assert plain.status == with_cuts.status == "unsat"
     assert plain.stats["domains_visited"] >= 100
