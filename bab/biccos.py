@@ -30,7 +30,6 @@ multiplier (:mod:`bounds.cuts`).  Shorter cuts prune more:
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -351,4 +350,3 @@ def cuts_enabled(config_value: bool | None, graph: Graph) -> bool:
 #: suite the multi-tree phase and the strengthening passes cost more time
 #: than the domains they save (e.g. 296 -> 88-178 domains, 1.2 s -> 5-6 s)
 DEFAULT_ON = False
-del math

@@ -280,7 +280,6 @@ def cut_program_minimum(graph: Graph, input_lower, input_upper, spec_vector, cut
     for unit in relax.net.relus:
         lower, upper = relax.pre_bounds[unit.input_name]
         active, unstable = lower >= 0, (lower < 0) & (upper > 0)
-        k = len(lower)
         start = program.add_columns(np.where(active, 1.0, 0.0), np.where(active | unstable, 1.0, 0.0),
                                     integer=integer)
         ind_cols[unit.name] = start
@@ -299,7 +298,6 @@ def cut_program_minimum(graph: Graph, input_lower, input_upper, spec_vector, cut
         program.add_rows(sp.csr_matrix((np.concatenate([np.ones(m), -upper[loose]]),
                                         (np.tile(r, 2), np.concatenate([y_cols, a_cols]))),
                                        shape=(m, n_cols)), -np.inf, 0.0)                # y <= u a
-        del k
     relu_of_input = {u.input_name: u.name for u in relax.net.relus}
     rows, cols, vals, rhs = [], [], [], []
     for i, cut in enumerate(cuts):
