@@ -261,6 +261,30 @@ class _Search:
         return "unsat"
 
 
+def _with_clause_means(spec: torch.Tensor, offset: torch.Tensor, clause_of_row):
+    """Append, for every clause with several rows, the mean of its rows.
+
+    Sound and useful: if ``mean_j (C_j y - d_j) > 0`` on a domain then some
+    row is positive at every point, so the conjunction cannot hold -- a
+    combination can be provable where no single row is.  At a concrete point
+    the mean row is <= 0 whenever all the clause's rows are, so satisfaction
+    checks are unchanged.
+    """
+    rows = np.asarray(clause_of_row).reshape(-1)
+    extra_rows, extra_offsets, extra_clause = [], [], []
+    for c in dict.fromkeys(rows.tolist()):
+        members = np.flatnonzero(rows == c)
+        if len(members) > 1:
+            index = torch.as_tensor(members, device=spec.device)
+            extra_rows.append(spec[:, index].mean(dim=1, keepdim=True))
+            extra_offsets.append(offset[:, index].mean(dim=1, keepdim=True))
+            extra_clause.append(c)
+    if not extra_rows:
+        return spec, offset, rows.tolist()
+    return (torch.cat([spec] + extra_rows, dim=1), torch.cat([offset] + extra_offsets, dim=1),
+            rows.tolist() + extra_clause)
+
+
 def _as_input(value, graph: Graph, like: torch.Tensor) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
     return tensor.to(device=like.device, dtype=like.dtype).reshape((1,) + tuple(graph.input_shape))
@@ -295,6 +319,7 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     spec = spec.to(like).reshape(1, -1, graph.output_numel)
     offset = torch.as_tensor(np.asarray(spec_offset) if not isinstance(spec_offset, torch.Tensor) else spec_offset)
     offset = offset.to(like).reshape(1, -1)
+    spec, offset, clause_of_row = _with_clause_means(spec, offset, clause_of_row)
     clauses = Clauses.of(clause_of_row, like.device)
     settings = settings or resolve_settings(graph, int(spec.shape[1]), config)
     search = _Search(graph, lower, upper, spec, offset, clauses, settings, deadline, validator)
@@ -324,7 +349,11 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     intermediate = None if root is None else root.intermediate
     result = compute_bounds(graph, lower, upper, spec, offset, config=search.bound_config,
                             intermediate=intermediate, deadline=deadline)
-    row_lower = result.lower if root is None else torch.maximum(result.lower, root.lower.to(result.lower))
+    row_lower = result.lower
+    if root is not None and root.lower.shape[-1] <= row_lower.shape[-1]:  # handed-over rows come first
+        known = root.lower.to(row_lower).reshape(1, -1)
+        row_lower = torch.cat([torch.maximum(row_lower[:, :known.shape[1]], known),
+                               row_lower[:, known.shape[1]:]], dim=1)
     search.timed("root", t0)
     score = float(clauses.score(row_lower)[0])
     stats["root_bound"] = score
