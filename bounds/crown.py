@@ -15,7 +15,10 @@ IBP from the already tightened inputs, then a backward pass started at the
 node with identity rows ``[+e_i; -e_i]`` (lower and upper bound of neuron i),
 intersected with the IBP box.  For nodes read only by ReLU-like operators the
 rows are restricted to the neurons the IBP box leaves unstable: the others
-are relaxed exactly whatever their bounds are.
+are relaxed exactly whatever their bounds are.  Outputs of element-wise
+activations (inputs of MaxPool, products, ...) keep their IBP box: given the
+(CROWN-tightened) box of their input it is already the tightest per-element
+box, and a backward pass through the activation's relaxation cannot beat it.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from bounds.constraints import LinearConstraints, apply_multipliers
 from bounds.cuts import CutPass, is_cut_set, relu_backward_with_indicators
 from bounds.graph import Graph, Node
 from bounds.ibp import intersect, node_interval
-from bounds.ops.base import BackwardContext, Bounds
+from bounds.ops.base import BackwardContext, Bounds, ElementwiseNonlinear
 
 #: Operators whose relaxation is exact wherever the input does not straddle 0.
 PIECEWISE_AT_ZERO = ("Relu", "LeakyRelu")
@@ -114,6 +117,44 @@ class Propagator:
         elements met on each backward path."""
         return sum(rows.num_rows * (sum(n.numel for n in self.ancestors(name)) + self.graph.input_numel)
                    for name, rows in row_sets.items())
+
+    def is_affine_prefix(self, name: str) -> bool:
+        """Only linear operators between the input and ``name``."""
+        return all(n.op.is_linear for n in self.ancestors(name))
+
+    def affine_box(self, name: str) -> Bounds:
+        """Exact box of an affine function ``y = J x + c`` of the input, by
+        forward evaluation: ``y(centre) -+ sum_i |y(r_i e_i) - y(0)|``.
+
+        Costs ``input_numel`` forward evaluations instead of one backward row
+        per neuron: the cheaper way when the input is small (bias-field and
+        other low-dimensional parametrizations feeding wide layers).
+        """
+        nodes = self.ancestors(name)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            values = {self.graph.input_name: x}
+            for node in nodes:
+                values[node.name] = node.op.forward(*(values[i] for i in node.inputs))
+            return values[name]
+
+        batch, n_in = self.batch, self.graph.input_numel
+        in_shape = tuple(self.graph.input_shape)
+        center_out = run(self.center)
+        origin = run(torch.zeros_like(self.center[:1]))
+        radius_flat = self.radius.flatten(1)  # (B, n_in)
+        spread = torch.zeros_like(center_out)
+        step = max(1, self.max_coeff_elements // max(batch * self.widest(name), 1))
+        for i0 in range(0, n_in, step):
+            i1 = min(n_in, i0 + step)
+            count = i1 - i0
+            probe = torch.zeros(batch, count, n_in, dtype=self.center.dtype, device=self.center.device)
+            index = torch.arange(count, device=probe.device)
+            probe[:, index, i0 + index] = radius_flat[:, i0:i1]
+            out = run(probe.reshape((batch * count,) + in_shape))
+            out = out.reshape((batch, count) + tuple(out.shape[1:]))
+            spread = spread + (out - origin.unsqueeze(1)).abs().sum(1)
+        return center_out - spread, center_out + spread
 
     # ------------------------------------------------------------- one pass
     def backward(self, start: str, coeffs: torch.Tensor, bounds: Mapping[str, Bounds],
@@ -279,9 +320,13 @@ class Propagator:
                 box = intersect(box, supplied[node.name])
             elif node.name in targets:
                 box = intersect(box, reference.get(node.name))
-                if not self.is_affine_of_input(node.name):
+                if not (self.is_affine_of_input(node.name) or isinstance(node.op, ElementwiseNonlinear)):
                     rows = row_sets[node.name] if row_sets is not None and node.name in row_sets \
                         else self.select_rows(node.name, box)
+                    if rows.num_rows > self.graph.input_numel and self.is_affine_prefix(node.name):
+                        box = intersect(box, self.affine_box(node.name))
+                        bounds[node.name] = box
+                        continue
                     chosen[node.name] = rows
                     params = None if params_by_start is None else params_by_start.get(node.name)
                     box = self.node_bounds(node.name, box, bounds, rows, params)

@@ -177,3 +177,27 @@ def test_float64_and_spec_offset():
     shifted = compute_bounds(graph, lower, upper, spec, torch.tensor([[2.5]]))
     assert plain.lower.dtype == torch.float64
     assert torch.allclose(shifted.lower, plain.lower - 2.5)
+
+
+def test_affine_prefix_box_is_exact():
+    """x (3) -> Linear -> Linear (40) -> ReLU: the second layer's box comes from
+    forward evaluation (3 inputs < 80 rows) and equals the exact affine box."""
+    gen = torch.Generator().manual_seed(4)
+    first = Linear(torch.randn(10, 3, generator=gen), torch.randn(10, generator=gen))
+    second = Linear(torch.randn(40, 10, generator=gen), torch.randn(40, generator=gen))
+    last = Linear(torch.randn(2, 40, generator=gen), torch.zeros(2))
+    graph = Graph("x", (3,), [Node("a", first, ["x"], (10,)), Node("b", second, ["a"], (40,)),
+                              Node("r", ReLU(), ["b"], (40,)), Node("out", last, ["r"], (2,))], "out")
+    lower, upper = -torch.rand(2, 3, generator=gen), torch.rand(2, 3, generator=gen)
+    result = compute_bounds(graph, lower, upper, torch.eye(2).unsqueeze(0), want_upper=True)
+    jac = second.weight @ first.weight
+    const = second.weight @ first.bias + second.bias
+    center, radius = (upper + lower) / 2, (upper - lower) / 2
+    exact_lower = center @ jac.T + const - radius @ jac.abs().T
+    exact_upper = center @ jac.T + const + radius @ jac.abs().T
+    assert result.stats["backward_passes"] == 1  # only the spec pass: "b" came from forward evaluation
+    box_lower, box_upper = result.intermediate["b"]
+    assert torch.allclose(box_lower, exact_lower, atol=1e-4)
+    assert torch.allclose(box_upper, exact_upper, atol=1e-4)
+    true_min, true_max = sampled_range(graph, lower, upper, torch.eye(2).unsqueeze(0))
+    assert (result.lower <= true_min + TOL).all() and (result.upper >= true_max - TOL).all()
