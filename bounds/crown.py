@@ -33,8 +33,9 @@ from bounds.graph import Graph, Node
 from bounds.ibp import intersect, node_interval
 from bounds.ops.base import BackwardContext, Bounds, ElementwiseNonlinear
 
-#: Operators whose relaxation is exact wherever the input does not straddle 0.
-PIECEWISE_AT_ZERO = ("Relu", "LeakyRelu")
+#: Operators whose relaxation is exact wherever the input does not straddle 0
+#: (row selection only affects tightness: every box kept is valid).
+PIECEWISE_AT_ZERO = ("Relu", "LeakyRelu", "Sign")
 
 Params = Mapping[str, Mapping[str, torch.Tensor]]  # node name -> param name -> tensor
 
