@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -127,11 +127,15 @@ def _merge_stats(total: dict, part: dict) -> None:
 
 def solve_spec(graph: Graph, spec, config: BabConfig | None = None, deadline: float | None = None,
                validator: Validator | None = None, progress=None,
-               skip: Sequence[int] = ()) -> BabOutcome:
+               skip: Sequence[int] = (), roots: Mapping[int, object] | None = None) -> BabOutcome:
     """Decide every property of ``spec`` by BaB: ``sat`` at the first validated
     counterexample, ``unsat`` when all are verified, else ``timeout`` (deadline)
     or ``unknown``.  ``validator`` checks a flattened point against the whole
     spec; ``skip`` lists properties already proven (e.g. by the incomplete stage).
+    ``roots``: per-property root bound results (a batch-1
+    :class:`bounds.engine.BoundResult` over that property's box and stacked
+    rows, e.g. from the incomplete stage) handed to ReLU-split / GenBaB,
+    which reuse their intermediate boxes instead of recomputing them.
     """
     config = config or BabConfig()
     deadline = float("inf") if deadline is None else deadline
@@ -160,7 +164,12 @@ def solve_spec(graph: Graph, spec, config: BabConfig | None = None, deadline: fl
             upper = np.stack([p.box.upper for p in members])
             matrix = np.stack([r[0] for r in rows])
             offset = np.stack([r[1] for r in rows])
-        outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress)
+        extra = {}
+        root = (roots or {}).get(todo[group[0]]) if len(members) == 1 else None
+        if root is not None and choice.name in ("relu-split", "genbab"):
+            extra["root"] = root
+        outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress,
+                         **extra)
         _merge_stats(stats, outcome.stats)
         if outcome.status == "sat":
             return BabOutcome("sat", outcome.counterexample, stats)

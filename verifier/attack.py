@@ -56,62 +56,125 @@ def _validate_best(model: OrtModel, prop, prop_index: int, points: np.ndarray, m
     return None
 
 
+# ----------------------------------------------------------- stacked layouts
+@dataclass
+class LayoutGroup:
+    """Properties whose clauses have the same row counts, stacked so that
+    margins of many boxes are computed at once: ``matrix (G, S, n_out)``,
+    ``offset (G, S)``, ``member (S, K)`` (row ``s`` belongs to clause ``k``)."""
+
+    indices: np.ndarray   # (G,) property indices into spec.properties
+    lower: np.ndarray     # (G, n_in)
+    upper: np.ndarray     # (G, n_in)
+    matrix: np.ndarray
+    offset: np.ndarray
+    member: np.ndarray
+
+    def margins(self, outputs: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """``m(x)`` per point: ``outputs (N, n_out)`` of points in boxes ``box (N,)`` (group positions)."""
+        rows = np.einsum("nso,no->ns", self.matrix[box], outputs) - self.offset[box]
+        per_clause = np.where(self.member[None], rows[:, :, None], -np.inf).max(axis=1)
+        return per_clause.min(axis=1)
+
+
+def layout_groups(spec) -> list[LayoutGroup]:
+    """Group the spec's properties by clause layout (first-seen order)."""
+    by_layout: dict[tuple, list[int]] = {}
+    for i, prop in enumerate(spec.properties):
+        by_layout.setdefault(tuple(c.num_rows for c in prop.clauses), []).append(i)
+    groups = []
+    for layout, indices in by_layout.items():
+        props = [spec.properties[i] for i in indices]
+        clause_of_row = np.repeat(np.arange(len(layout)), layout)
+        groups.append(LayoutGroup(
+            np.asarray(indices), np.stack([np.asarray(p.box.lower, np.float64) for p in props]),
+            np.stack([np.asarray(p.box.upper, np.float64) for p in props]),
+            np.stack([np.concatenate([c.matrix for c in p.clauses]) for p in props]),
+            np.stack([np.concatenate([c.offset for c in p.clauses]) for p in props]),
+            clause_of_row[:, None] == np.arange(len(layout))[None, :]))
+    return groups
+
+
+def _validate_candidates(model: OrtModel, spec, prop_indices: np.ndarray, points: np.ndarray,
+                         margins: np.ndarray, limit: int = 4) -> Counterexample | None:
+    """Validate the best points with a non-positive margin, each on its own property."""
+    for i in np.argsort(margins)[:limit]:
+        if margins[i] > 0:
+            break
+        index = int(prop_indices[i])
+        found = validate_point(model, spec.properties[index], points[i], index)
+        if found is not None:
+            return found
+    return None
+
+
 # --------------------------------------------------------------- onnxruntime
-_SAMPLE_CHUNK = 2048   # points per onnxruntime call between deadline checks
-_DESCENT_STARTS = 8    # best samples per box that start the finite-difference descent
+_SAMPLE_CHUNK = 8192   # points per onnxruntime call between deadline checks
+_DESCENT_STARTS = 8    # best samples (over all boxes) that start the finite-difference descent
+_DESCENT_BOXES = 4     # boxes the descent visits at most (the ones holding the best samples)
+
 
 def ort_falsify(model: OrtModel, spec, deadline: float, seed: int = 0, samples: int = 4096,
                 descent_max_dims: int = 20, stats: AttackStats | None = None) -> Counterexample | None:
     """Sampling (and low-dimensional finite-difference descent) on onnxruntime.
 
-    ``samples`` bounds the random points per call, shared among the boxes (each
-    box gets at least its centre and 8 points).  Returns a validated
-    counterexample or ``None``.  Stops at ``deadline`` (``time.monotonic()``).
+    Work is bounded by counts, not by time: every box centre, then
+    ``max(samples, number of boxes)`` random points spread over the boxes
+    (half uniform, half vertices), evaluated in a few batched calls whatever
+    the number of boxes; then, for inputs of at most ``descent_max_dims``
+    values, a 60-step descent from the best few points.  ``deadline``
+    (``time.monotonic()``) only cuts it short.  Returns a validated
+    counterexample or ``None``.
     """
     stats = stats or AttackStats()
     start = time.monotonic()
     rng = np.random.default_rng(seed)
-    props = spec.properties
     try:
-        # 1. every box centre, in one batch
-        centres = np.stack([0.5 * (p.box.lower + p.box.upper) for p in props])
-        outputs = model.evaluate(centres)
-        stats.ort_points += len(centres)
-        for index, prop in enumerate(props):
-            found = _validate_best(model, prop, index, centres[index:index + 1],
-                                   property_margins(outputs[index:index + 1], prop))
+        groups = layout_groups(spec)
+        total = max(samples, len(spec.properties))
+        best_points, best_margins, best_props = [], [], []
+        for group in groups:
+            count = len(group.indices)
+            # 1. every box centre, in one batch
+            centres = 0.5 * (group.lower + group.upper)
+            boxes = np.arange(count)
+            margins = group.margins(model.evaluate(centres), boxes)
+            stats.ort_points += count
+            found = _validate_candidates(model, spec, group.indices[boxes], centres, margins)
             if found is not None:
                 return found
-        # 2. uniform samples and random vertices, box by box, in deadline-checked chunks
-        per_box = max(8, samples // max(1, len(props)))
-        best: list[tuple[np.ndarray, np.ndarray]] = []
-        for index, prop in enumerate(props):
-            lower, upper = prop.box.lower, prop.box.upper
-            kept_points, kept_margins = centres[index:index + 1], property_margins(outputs[index:index + 1], prop)
-            for offset in range(0, per_box, _SAMPLE_CHUNK):
+            best_points.append(centres)
+            best_margins.append(margins)
+            best_props.append(group.indices)
+            # 2. random points, spread evenly over the group's boxes
+            share = max(count, int(round(total * count / len(spec.properties))))
+            for offset in range(0, share, _SAMPLE_CHUNK):
                 if time.monotonic() > deadline:
                     return None
-                count = min(_SAMPLE_CHUNK, per_box - offset)
-                unit = rng.uniform(size=(count, len(lower)))
-                unit[count // 2:] = np.round(unit[count // 2:])  # vertices: where ReLU nets often peak
-                points = lower + unit * (upper - lower)
-                margins = property_margins(model.evaluate(points), prop)
-                stats.ort_points += count
-                found = _validate_best(model, prop, index, points, margins)
+                n = min(_SAMPLE_CHUNK, share - offset)
+                box = (np.arange(offset, offset + n) % count)
+                unit = rng.uniform(size=(n, group.lower.shape[1]))
+                unit[n // 2:] = np.round(unit[n // 2:])  # vertices: where ReLU nets often peak
+                points = group.lower[box] + unit * (group.upper[box] - group.lower[box])
+                margins = group.margins(model.evaluate(points), box)
+                stats.ort_points += n
+                found = _validate_candidates(model, spec, group.indices[box], points, margins)
                 if found is not None:
                     return found
-                # keep the best few of this box as descent starts
-                kept_points = np.concatenate([kept_points, points])
-                kept_margins = np.concatenate([kept_margins, margins])
-                order = np.argsort(kept_margins)[:_DESCENT_STARTS]
-                kept_points, kept_margins = kept_points[order], kept_margins[order]
-            best.append((kept_points, kept_margins))
+                keep = np.argsort(margins)[:_DESCENT_STARTS]
+                best_points.append(points[keep])
+                best_margins.append(margins[keep])
+                best_props.append(group.indices[box[keep]])
         # 3. finite-difference descent from the best samples (small inputs only)
         if spec.num_inputs <= descent_max_dims:
-            for index, prop in enumerate(props):
+            points, margins = np.concatenate(best_points), np.concatenate(best_margins)
+            props = np.concatenate(best_props)
+            order = np.argsort(margins)[:_DESCENT_STARTS]
+            for index in list(dict.fromkeys(props[order].tolist()))[:_DESCENT_BOXES]:
                 if time.monotonic() > deadline:
                     return None
-                found = _fd_descent(model, prop, index, best[index][0], deadline, stats)
+                starts = points[order][props[order] == index]
+                found = _fd_descent(model, spec.properties[index], index, starts, deadline, stats)
                 if found is not None:
                     return found
         return None
@@ -168,10 +231,18 @@ def _graph_dtype(graph):
 
 
 def pgd_falsify(graph, model: OrtModel, spec, deadline: float, seed: int = 0, restarts: int = 64,
-                steps: int = 100, stats: AttackStats | None = None) -> Counterexample | None:
-    """Projected gradient descent on every box of ``spec`` (torch, the graph's
-    device and dtype); candidates with ``m(x) <= 0`` are validated on
-    onnxruntime.  Returns a counterexample or ``None`` at the deadline."""
+                steps: int = 100, stats: AttackStats | None = None,
+                max_points: int = 4096) -> Counterexample | None:
+    """Projected gradient descent on every box of ``spec`` at once (torch, the
+    graph's device and dtype); candidates with ``m(x) <= 0`` are validated on
+    onnxruntime.
+
+    Work is bounded by ``steps`` and by the batch: ``restarts`` starting points
+    per box while ``boxes * restarts <= max_points``; with more boxes, each box
+    gets ``max_points // boxes`` of them (at least one; with more boxes than
+    ``max_points``, the boxes whose centres have the smallest margins).
+    ``deadline`` (``time.monotonic()``) cuts it short.  Returns a
+    counterexample or ``None``."""
     import torch
 
     stats = stats or AttackStats()
@@ -179,11 +250,14 @@ def pgd_falsify(graph, model: OrtModel, spec, deadline: float, seed: int = 0, re
     dtype, device = _graph_dtype(graph)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
-        for index, prop in enumerate(spec.properties):
+        for group in layout_groups(spec):
             if time.monotonic() > deadline:
                 return None
-            points, margins = _pgd_box(graph, prop, dtype, device, generator, restarts, steps, deadline, stats)
-            found = _validate_best(model, prop, index, points, margins, limit=8)
+            tensors = _GroupTensors.of(group, dtype, device)
+            boxes = _pick_boxes(graph, tensors, max_points)
+            per_box = max(1, min(restarts, max_points // len(boxes)))
+            points, margins, box = _pgd_group(graph, tensors, boxes, per_box, generator, steps, deadline, stats)
+            found = _validate_candidates(model, spec, group.indices[box], points, margins, limit=8)
             if found is not None:
                 return found
         return None
@@ -191,42 +265,87 @@ def pgd_falsify(graph, model: OrtModel, spec, deadline: float, seed: int = 0, re
         stats.pgd_seconds += time.monotonic() - start
 
 
-def _pgd_box(graph, prop, dtype, device, generator, restarts: int, steps: int, deadline: float,
-             stats: AttackStats) -> tuple[np.ndarray, np.ndarray]:
-    """One batched PGD run on a box; returns the best point of every restart
-    (flattened, float64) and its margin as computed in torch."""
+@dataclass
+class _GroupTensors:
+    """A :class:`LayoutGroup` as torch tensors on the graph's device."""
+
+    lower: "torch.Tensor"
+    upper: "torch.Tensor"
+    matrix: "torch.Tensor"
+    offset: "torch.Tensor"
+    member: "torch.Tensor"
+
+    @classmethod
+    def of(cls, group: LayoutGroup, dtype, device) -> "_GroupTensors":
+        import torch
+
+        def t(a):
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        return cls(t(group.lower), t(group.upper), t(group.matrix), t(group.offset),
+                   torch.as_tensor(group.member, device=device))
+
+    def clause_margins(self, y, box):
+        """``(N, K)``: ``max_j (C_kj y - d_kj)`` per point and clause."""
+        rows = (self.matrix[box] @ y.unsqueeze(-1)).squeeze(-1) - self.offset[box]
+        return rows.unsqueeze(-1).masked_fill(~self.member, -float("inf")).amax(dim=1)
+
+
+def _pick_boxes(graph, tensors: _GroupTensors, max_points: int):
+    """All boxes when they fit, else the ``max_points`` whose centres have the smallest margins."""
     import torch
 
-    lower = torch.as_tensor(prop.box.lower, dtype=dtype, device=device)
-    upper = torch.as_tensor(prop.box.upper, dtype=dtype, device=device)
-    width = upper - lower
-    matrices = [torch.as_tensor(c.matrix, dtype=dtype, device=device) for c in prop.clauses]
-    offsets = [torch.as_tensor(c.offset, dtype=dtype, device=device) for c in prop.clauses]
-    shape = tuple(graph.input_shape)
+    count = tensors.lower.shape[0]
+    if count <= max_points:
+        return torch.arange(count, device=tensors.lower.device)
+    with torch.no_grad():
+        centres = (tensors.lower + tensors.upper) / 2
+        margins = []
+        for begin in range(0, count, max_points):
+            part = centres[begin:begin + max_points]
+            y = graph.forward(part.reshape((-1,) + tuple(graph.input_shape))).reshape(part.shape[0], -1)
+            box = torch.arange(begin, begin + part.shape[0], device=part.device)
+            margins.append(tensors.clause_margins(y, box).amin(dim=1))
+    return torch.argsort(torch.cat(margins))[:max_points]
 
-    unit = torch.rand((restarts, lower.numel()), generator=generator).to(device=device, dtype=dtype)
-    # starts: the centre, both extreme corners, random vertices (a quarter), uniform points
-    unit[0] = 0.5
-    unit[1:2] = 0.0
-    unit[2:3] = 1.0
-    vertices = slice(3, 3 + restarts // 4)
+
+def _pgd_group(graph, tensors: _GroupTensors, boxes, per_box: int, generator, steps: int, deadline: float,
+               stats: AttackStats):
+    """One batched PGD run, ``per_box`` starts in each of ``boxes``; returns
+    the best point of every start (flattened, float64), its margin as
+    computed in torch, and its box (position in the group)."""
+    import torch
+
+    box = boxes.repeat_interleave(per_box)
+    count = box.numel()
+    lower, upper = tensors.lower[box], tensors.upper[box]
+    width = upper - lower
+    shape = tuple(graph.input_shape)
+    num_clauses = tensors.member.shape[1]
+    unit = torch.rand((count, lower.shape[1]), generator=generator).to(device=lower.device, dtype=lower.dtype)
+    # starts per box: the centre, both extreme corners, random vertices (a quarter), uniform points
+    slot = torch.arange(count, device=lower.device) % per_box
+    unit[slot == 0] = 0.5
+    unit[slot == 1] = 0.0
+    unit[slot == 2] = 1.0
+    vertices = (slot >= 3) & (slot < 3 + per_box // 4)
     unit[vertices] = unit[vertices].round()
-    rows = torch.arange(restarts, device=device)
-    target = rows % len(matrices)
-    targeted = (rows % 2 == 1) & (len(matrices) > 1)
+    target = slot % num_clauses
+    targeted = (slot % 2 == 1) & (num_clauses > 1)
+    rows = torch.arange(count, device=lower.device)
     best_unit = unit.clone()
-    best_margin = torch.full((restarts,), float("inf"), dtype=dtype, device=device)
+    best_margin = torch.full((count,), float("inf"), dtype=lower.dtype, device=lower.device)
     step = 0.1
     for _ in range(steps):
         if time.monotonic() > deadline:
             break
         unit.requires_grad_(True)
         x = lower + unit * width
-        y = graph.forward(x.reshape((restarts,) + shape)).reshape(restarts, -1)
-        per_clause = torch.stack([(y @ m.T - d).amax(dim=1) for m, d in zip(matrices, offsets)])
-        margin = per_clause.amin(dim=0)
-        # half the restarts chase one clause each (targeted), half the smallest margin
-        loss = torch.where(targeted, per_clause[target, rows], margin)
+        y = graph.forward(x.reshape((count,) + shape)).reshape(count, -1)
+        per_clause = tensors.clause_margins(y, box)
+        margin = per_clause.amin(dim=1)
+        # half the starts chase one clause each (targeted), half the smallest margin
+        loss = torch.where(targeted, per_clause[rows, target], margin)
         stats.pgd_steps += 1
         with torch.no_grad():
             improved = margin < best_margin
@@ -241,4 +360,4 @@ def _pgd_box(graph, prop, dtype, device, generator, restarts: int, steps: int, d
             unit = (unit - step * gradient.sign()).clamp(0.0, 1.0).detach()
             step = max(step * 0.96, 1e-3)
     points = (lower + best_unit * width).detach().to("cpu", torch.float64).numpy()
-    return points, best_margin.detach().to("cpu", torch.float64).numpy()
+    return points, best_margin.detach().to("cpu", torch.float64).numpy(), box.cpu().numpy()

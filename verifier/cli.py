@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_positive_int, metavar="N", help="torch threads (default: torch's)")
     run.add_argument("--no-attack", action="store_true", help="skip falsification (verification only)")
     run.add_argument("--attack-only", action="store_true", help="falsification only (no bound propagation, no BaB)")
+    run.add_argument("--no-bab", action="store_true",
+                     help="incomplete verification only: attacks, CROWN and alpha-CROWN, no branch and bound")
     run.add_argument("--bab-strategy", choices=["auto", "input-split", "relu-split", "genbab"], default="auto",
                      help="branch-and-bound strategy (default auto: chosen from the instance)")
     run.add_argument("--batch-size", type=_positive_int, metavar="N",
@@ -213,6 +215,7 @@ def _cmd_run(args) -> int:
 
             config = VerifyConfig(timeout=args.timeout, device=args.device, seed=args.seed, threads=args.threads,
                                   verbose=args.verbose, debug=args.debug, attack=not args.no_attack, verify=not args.attack_only,
+                                  bab=not args.no_bab,
                                   bab_strategy=args.bab_strategy, bab_batch_size=args.batch_size,
                                   bab_branching=args.branching, bab_alpha_iterations=args.alpha_iterations)
             result = run(args.model, args.prop, config)

@@ -1,23 +1,28 @@
 """The verification pipeline shared by every front door (CLI, VNN-COMP
 scripts, Python API, benchmark harness).
 
-Stages, in order, each bounded by the deadline ``start + config.timeout``
-(time is checked between stages and inside every attack loop):
+Stages, cheap and decisive first, each bounded by WORK (points, restarts x
+steps) and a small time cap rather than by a share of the budget, and all by
+the deadline ``start + config.timeout``:
 
-1. **onnxruntime falsification** (:func:`verifier.attack.ort_falsify`) on the
-   original model, before torch is imported, so easy ``sat`` instances finish
-   within about a second;
+1. **onnxruntime falsification** (:func:`verifier.attack.ort_falsify`): box
+   centres and a few thousand samples on the original model, before torch
+   is imported (a sat ACAS Xu instance ends in well under a second);
 2. **import** of the model into a :class:`bounds.graph.Graph` (torch);
-3. **PGD falsification** (:func:`verifier.attack.pgd_falsify`);
-4. **incomplete verification** (:func:`incomplete_stage`): proves clauses with
-   bound propagation; a property is ``unsat`` when every clause of every box
-   is proven;
-5. **complete verification** (:func:`complete_stage`, branch and bound);
-6. more PGD restarts with fresh seeds while the time and round budget last.
+3. **CROWN** over every property at once (:func:`incomplete_stage` with
+   ``method="crown"``; many boxes are the domain axis of one pass);
+4. a **short PGD** run (``pgd_steps`` steps, ``pgd_time_cap`` seconds at most);
+5. **alpha-CROWN** on the properties CROWN left open;
+6. **branch and bound** (:func:`complete_stage`) on the properties still
+   open, with their open clauses only, starting from the incomplete stage's
+   root bounds; it attacks inside;
+7. longer PGD runs with fresh seeds, only while time remains.
 
 The answer is ``sat`` only with a counterexample confirmed on onnxruntime,
 ``unsat`` only when every clause is proven, ``timeout`` when the deadline
-passed first, ``unknown`` when every stage gave up earlier.
+passed first, ``unknown`` when every stage gave up earlier.  ``stats``
+records each stage's seconds (``stats["stages"]``) and what proved the
+property (``stats["proven_by"]``: ``crown``, ``alpha-crown`` or ``bab``).
 """
 from __future__ import annotations
 
@@ -50,10 +55,6 @@ class _Run:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
-
-    def stage_deadline(self, fraction: float) -> float:
-        """Deadline for a stage that may use ``fraction`` of the remaining time."""
-        return time.monotonic() + max(0.0, self.remaining()) * fraction
 
     def log(self, message: str) -> None:
         if self.config.verbose:
@@ -131,27 +132,72 @@ def verify_spec(graph, spec, model: bytes | str | os.PathLike, config: VerifyCon
 
 
 # ------------------------------------------------------------------ stages
-def incomplete_stage(graph, spec, deadline: float, config: VerifyConfig, stats: dict) -> tuple[bool, list | None]:
-    """Plug-in point of incomplete verification (bound propagation).
+def incomplete_stage(graph, spec, deadline: float, config: VerifyConfig, stats: dict,
+                     method: str = "alpha-crown", previous=None):
+    """Incomplete verification of every clause of every property by bound
+    propagation (:func:`verifier.incomplete.bound_spec`): CROWN, then (with
+    ``method="alpha-crown"``) alpha-CROWN on the properties CROWN left open.
+    Properties of equal clause layout are batched as the domain axis of one
+    pass.
 
-    Must return ``(proven, clause_bounds)``: ``proven`` is True only when, for
-    every property ``p`` and every clause ``c`` of ``spec``, a sound lower bound
-    of ``min over the box of max_j (C_cj y - d_cj)`` is > 0; ``clause_bounds``
-    lists those lower bounds (one per clause, properties in order) or is None.
-    Must return by ``deadline`` (``time.monotonic()`` clock).
-
-    Not wired yet: the bound engine (``verifier/incomplete.py``) plugs in here.
+    Returns a :class:`verifier.incomplete.SpecBounds`: per-clause lower bounds
+    (``.flat()`` in the ``Result.clause_bounds`` layout), ``.all_proven``, the
+    proven properties and clauses, and per-property root results that BaB
+    starts from.  ``previous``: the result of an earlier (CROWN) call, whose
+    proven properties are skipped.  Stops starting new batches at
+    ``deadline`` (``time.monotonic()`` clock); whatever it returns is sound.
     """
-    return False, None
+    from verifier.incomplete import bound_spec
+
+    bounds = previous
+    for step in ("crown", "alpha-crown"):
+        if step == "alpha-crown" and method == "crown":
+            break
+        if bounds is not None and (bounds.all_proven or time.monotonic() > deadline):
+            break
+        bounds = bound_spec(graph, spec, step, deadline, previous=bounds)
+    proven = bounds.proven_properties()
+    stats["incomplete"] = {"method": method, "seconds": round(bounds.seconds, 4),
+                           "proven_properties": len(proven), "properties": len(spec.properties),
+                           "proven_clauses": int(sum(int(b.sum()) for b in
+                                                     (bounds.proven_clauses(i) for i in range(len(spec.properties)))))}
+    return bounds
 
 
-def complete_stage(graph, model: OrtModel, spec, deadline: float, config: VerifyConfig, stats: dict) -> Result | None:
+def open_part(spec, bounds):
+    """The part of ``spec`` the incomplete stage left open: ``(spec', skip, roots)``
+    where ``spec'`` keeps every property (so indices stay valid) but only
+    the open clauses of each, ``skip`` lists the fully proven properties and
+    ``roots`` maps an open property whose clauses were all kept to its root
+    bound result (its rows are exactly that property's stacked rows)."""
+    from dataclasses import replace as dc_replace
+
+    if bounds is None:
+        return spec, [], {}
+    properties, skip, roots = [], [], {}
+    for index, prop in enumerate(spec.properties):
+        done = bounds.proven_clauses(index)
+        if done.all():
+            skip.append(index)
+            properties.append(prop)
+        elif done.any():
+            properties.append(dc_replace(prop, clauses=[c for c, d in zip(prop.clauses, done) if not d]))
+        else:
+            properties.append(prop)
+            if index in bounds.roots:
+                roots[index] = bounds.roots[index]
+    return dc_replace(spec, properties=properties), skip, roots
+
+
+def complete_stage(graph, model: OrtModel, spec, deadline: float, config: VerifyConfig, stats: dict,
+                   skip=(), roots=None) -> Result | None:
     """Complete verification by branch and bound (:func:`bab.strategy.solve_spec`,
     strategy chosen from the instance unless ``config.bab_strategy`` forces one).
 
     Returns a decided ``Result`` (``sat`` with a counterexample validated on
     onnxruntime, or ``unsat``), or None (timeout / unknown); BaB statistics
-    go to ``stats["bab"]``.
+    go to ``stats["bab"]``.  ``skip``: properties already proven; ``roots``:
+    per-property root bound results to start from (see :func:`open_part`).
     """
     from bab.progress import BabProgress
     from bab.strategy import solve_spec
@@ -162,7 +208,7 @@ def complete_stage(graph, model: OrtModel, spec, deadline: float, config: Verify
                            verbose=config.verbose)
     validator = _SpecValidator(model, spec)
     with BabProgress(verbose=config.verbose) as progress:
-        outcome = solve_spec(graph, spec, bab_config, deadline, validator, progress)
+        outcome = solve_spec(graph, spec, bab_config, deadline, validator, progress, skip=skip, roots=roots)
     stats["bab"] = dict(outcome.stats, status=outcome.status)
     if outcome.status == "sat" and validator.found is not None:
         return Result("sat", counterexample=validator.found, message=f"{outcome.stats.get('strategy', 'BaB')} BaB")
@@ -203,7 +249,9 @@ class _SpecValidator:
 def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
     config = state.config
     attack_stats = AttackStats()
+    stages: dict[str, float] = {}
     state.stats["attack"] = attack_stats.as_dict()
+    state.stats["stages"] = stages
 
     def finish(result: Result) -> Result:
         state.stats["attack"] = attack_stats.as_dict()
@@ -211,11 +259,20 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
         result.time = state.elapsed()
         return result
 
+    def timed(name: str, started: float) -> None:
+        stages[name] = round(stages.get(name, 0.0) + time.monotonic() - started, 4)
+
+    def proven(bounds, by: str) -> Result:
+        state.stats["proven_by"] = by
+        return finish(state.result("unsat", message=f"proven by {by}", clause_bounds=bounds.flat()))
+
     # 1. onnxruntime falsification, before torch is imported
     if config.attack:
-        found = ort_falsify(model, spec, state.stage_deadline(config.ort_time_fraction), seed=config.seed,
+        t0 = time.monotonic()
+        found = ort_falsify(model, spec, min(state.deadline, t0 + config.ort_time_cap), seed=config.seed,
                             samples=config.ort_samples, descent_max_dims=config.ort_descent_max_dims,
                             stats=attack_stats)
+        timed("ort", t0)
         if found is not None:
             state.log("counterexample found by onnxruntime sampling")
             return finish(state.result("sat", counterexample=found, message="onnxruntime falsification"))
@@ -223,52 +280,83 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
         return finish(state.out_of_time())
 
     # 2. import
+    t0 = time.monotonic()
     graph = get_graph()
+    timed("import", t0)
     state.log(f"imported graph: {len(graph.nodes)} nodes")
     if state.remaining() <= 0:
         return finish(state.out_of_time())
 
-    # 3. PGD
+    # 3. CROWN over every property (milliseconds on most nets)
+    bounds = None
+    if config.verify:
+        t0 = time.monotonic()
+        bounds = incomplete_stage(graph, spec, state.deadline, config, state.stats, method="crown")
+        timed("crown", t0)
+        state.log(f"CROWN: {len(bounds.proven_properties())} of {len(spec.properties)} properties proven")
+        if bounds.all_proven:
+            return proven(bounds, "crown")
+        if state.remaining() <= 0:
+            return finish(state.out_of_time())
+
+    # 4. short PGD (bounded by steps and a time cap)
     if config.attack:
-        found = _pgd(state, graph, model, spec, config.seed, attack_stats)
+        t0 = time.monotonic()
+        found = _pgd(state, graph, model, spec, config.seed, attack_stats, config.pgd_steps,
+                     min(state.deadline, t0 + config.pgd_time_cap))
+        timed("pgd", t0)
         if found is not None:
             return finish(found)
     if state.remaining() <= 0:
         return finish(state.out_of_time())
 
-    # 4. incomplete verification
-    clause_bounds = None
+    # 5. alpha-CROWN on what CROWN left open (half the remaining time at most when BaB follows)
     if config.verify:
-        proven, clause_bounds = incomplete_stage(graph, spec, state.deadline, config, state.stats)
-        if proven:
-            return finish(state.result("unsat", message="proven by bound propagation", clause_bounds=clause_bounds))
+        t0 = time.monotonic()
+        alpha_deadline = state.deadline if not config.bab else time.monotonic() + 0.5 * state.remaining()
+        bounds = incomplete_stage(graph, spec, alpha_deadline, config, state.stats, previous=bounds)
+        timed("alpha", t0)
+        state.log(f"alpha-CROWN: {len(bounds.proven_properties())} of {len(spec.properties)} properties proven")
+        if bounds.all_proven:
+            return proven(bounds, "alpha-crown")
         if state.remaining() <= 0:
             return finish(state.out_of_time())
 
-    # 5. complete verification
-    if config.verify:
-        decided = complete_stage(graph, model, spec, state.deadline, config, state.stats)
+    # 6. complete verification on the open properties and clauses
+    if config.verify and config.bab:
+        t0 = time.monotonic()
+        open_spec, skip, roots = open_part(spec, bounds)
+        decided = complete_stage(graph, model, open_spec, state.deadline, config, state.stats, skip=skip, roots=roots)
+        timed("bab", t0)
         if decided is not None:
+            if decided.status == "unsat":
+                state.stats["proven_by"] = "bab"
             return finish(decided)
 
-    # 6. more attack rounds with fresh seeds
+    # 7. longer attack rounds with fresh seeds, while time remains
     if config.attack:
         for round_index in range(1, config.pgd_rounds):
             if state.remaining() <= 0:
                 return finish(state.out_of_time())
-            found = _pgd(state, graph, model, spec, config.seed + round_index, attack_stats)
+            t0 = time.monotonic()
+            share = state.remaining() / (config.pgd_rounds - round_index)
+            found = _pgd(state, graph, model, spec, config.seed + round_index, attack_stats,
+                         4 * config.pgd_steps, time.monotonic() + share)
+            timed("pgd", t0)
             if found is not None:
                 return finish(found)
     if state.remaining() <= 0:
         return finish(state.out_of_time())
+    clause_bounds = None if bounds is None else bounds.flat()
     return finish(state.result("unknown", message="no counterexample found and not proven", clause_bounds=clause_bounds))
 
 
-def _pgd(state: _Run, graph, model: OrtModel, spec, seed: int, attack_stats: AttackStats) -> Result | None:
+def _pgd(state: _Run, graph, model: OrtModel, spec, seed: int, attack_stats: AttackStats, steps: int,
+         deadline: float) -> Result | None:
     config = state.config
     try:
-        found = pgd_falsify(graph, model, spec, state.stage_deadline(config.pgd_time_fraction), seed=seed,
-                            restarts=config.pgd_restarts, steps=config.pgd_steps, stats=attack_stats)
+        found = pgd_falsify(graph, model, spec, deadline, seed=seed, restarts=config.pgd_restarts,
+                            steps=steps, stats=attack_stats)
     except (RuntimeError, NotImplementedError) as exc:
         # an operator without a differentiable forward; the attack just gives up
         state.stats["pgd_error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
