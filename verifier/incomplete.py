@@ -189,6 +189,11 @@ def _layout_groups(properties, todo: Sequence[int]) -> list[list[int]]:
     return list(groups.values())
 
 
+#: Properties in the first batch of a group; later batches grow (x4) within
+#: the deadline, sized by the measured time per property.
+_FIRST_CHUNK = 32
+
+
 def _batch_limit(graph: Graph, num_rows: int, method: str) -> int:
     """Domains per pass: keep ``domains * rows * neurons`` near 2^24 (2^22
     for alpha-CROWN, which keeps parameters and gradients per domain)."""
@@ -221,11 +226,18 @@ def bound_spec(graph: Graph, spec, method: str = "crown", deadline: float | None
         clause_of_row = np.concatenate([np.full(c.num_rows, k) for k, c in enumerate(first.clauses)])
         member = torch.as_tensor(clause_of_row[:, None] == np.arange(len(first.clauses))[None, :], device=device)
         limit = _batch_limit(graph, len(clause_of_row), method)
-        for begin in range(0, len(group), limit):
-            if deadline is not None and time.monotonic() > deadline:
-                result.seconds += time.perf_counter() - started
-                return result
-            chunk = group[begin:begin + limit]
+        begin, size, per_box = 0, min(limit, _FIRST_CHUNK), None
+        while begin < len(group):
+            now = time.monotonic()
+            if deadline is not None and (now > deadline or (per_box is not None and now + per_box > deadline)):
+                break
+            if per_box is not None and deadline is not None:
+                # a CROWN pass cannot be interrupted: size the chunk to what the clock still allows
+                size = max(1, min(limit, 4 * size, int((deadline - now) / max(per_box, 1e-9))))
+            elif per_box is not None:
+                size = min(limit, 4 * size)
+            chunk = group[begin:begin + size]
+            begin += len(chunk)
             props = [properties[i] for i in chunk]
             lower = torch.as_tensor(np.stack([p.box.lower for p in props]), dtype=dtype, device=device)
             upper = torch.as_tensor(np.stack([p.box.upper for p in props]), dtype=dtype, device=device)
@@ -235,6 +247,7 @@ def bound_spec(graph: Graph, spec, method: str = "crown", deadline: float | None
                                      dtype=dtype, device=device)
             bounds = _bound_batch(graph, lower.reshape((-1,) + shape), upper.reshape((-1,) + shape),
                                   matrix, offset, member, method, config, deadline, chunk, result.roots)
+            per_box = (time.monotonic() - now) / len(chunk)
             # clause bound = best row of the clause; keep the better of old and new
             per_clause = bounds.unsqueeze(-1).masked_fill(~member, -float("inf")).amax(dim=1).cpu().numpy()
             for j, i in enumerate(chunk):

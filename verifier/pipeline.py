@@ -291,7 +291,9 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
     bounds = None
     if config.verify:
         t0 = time.monotonic()
-        bounds = incomplete_stage(graph, spec, state.deadline, config, state.stats, method="crown")
+        # many boxes on a slow net: leave BaB (which re-bounds what stays open) half the time
+        crown_deadline = state.deadline if not config.bab else time.monotonic() + 0.5 * state.remaining()
+        bounds = incomplete_stage(graph, spec, crown_deadline, config, state.stats, method="crown")
         timed("crown", t0)
         state.log(f"CROWN: {len(bounds.proven_properties())} of {len(spec.properties)} properties proven")
         if bounds.all_proven:
