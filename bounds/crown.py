@@ -258,7 +258,7 @@ class Propagator:
         numel = self.graph.node(name).numel
         lower, upper = box
         if self.relu_only.get(name, False):
-            unstable = ((lower < 0) & (upper > 0)).flatten(1).any(0)
+            unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0)
             index = unstable.nonzero().flatten()
         else:
             index = torch.arange(numel, device=lower.device)
@@ -288,7 +288,7 @@ class Propagator:
         lower, upper = box
         stacked = self.bound_rows(name, self.identity_rows(name, rows, lower), 2 * count, bounds, params)
         new_lower, neg_upper = stacked[:, :count], stacked[:, count:]
-        flat_lower, flat_upper = lower.flatten(1), upper.flatten(1)
+        flat_lower, flat_upper = lower.reshape(lower.shape[0], -1), upper.reshape(upper.shape[0], -1)
         if flat_lower.shape[0] != new_lower.shape[0]:
             flat_lower = flat_lower.expand(new_lower.shape[0], -1)
             flat_upper = flat_upper.expand(new_lower.shape[0], -1)

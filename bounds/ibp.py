@@ -50,8 +50,9 @@ def spec_interval(spec_matrix: torch.Tensor, lower: torch.Tensor, upper: torch.T
     ``spec_matrix``: ``(B or 1, S, n)``; ``lower``/``upper``: ``(B, *shape)`` with
     ``n`` elements.  Returns ``(B, S)`` tensors: ``C c - |C| r`` and ``C c + |C| r``.
     """
-    center = ((upper + lower) / 2).flatten(1).unsqueeze(-1)  # (B, n, 1)
-    radius = ((upper - lower) / 2).flatten(1).unsqueeze(-1)
+    batch = lower.shape[0]  # reshape, not flatten(1): a scalar node is (B,)
+    center = ((upper + lower) / 2).reshape(batch, -1, 1)  # (B, n, 1)
+    radius = ((upper - lower) / 2).reshape(batch, -1, 1)
     mid = torch.matmul(spec_matrix, center).squeeze(-1)
     rad = torch.matmul(spec_matrix.abs(), radius).squeeze(-1)
     if spec_offset is not None:
