@@ -24,6 +24,10 @@ Search:
    Verified children are dropped, the rest pushed back.
 3. a domain without unstable neurons is linear on its region: it is decided
    exactly by an LP over the box and its split constraints (small nets only).
+
+Other nonlinear operators with a relaxation (MaxPool, ...) are never split:
+they are bounded by their backward rules in every pass, so a fully split
+domain of such a net stays ``unknown`` unless its bound proves it.
 4. **falsification**: each popped domain's relaxed minimizers are evaluated on
    the network; every ``attack_interval`` batches a short PGD starts from the
    worst domains' minimizers.  Only validator-confirmed points give ``sat``.
@@ -142,6 +146,7 @@ class _Search:
     def __post_init__(self) -> None:
         self.sites = relu_sites(self.graph)
         self.order = [s.source for s in self.sites]
+        self.relu_only = all(n.op.is_linear or n.op.op_type == "Relu" for n in self.graph.nodes)
         self.shapes = {s.source: self.graph.shape_of(s.source) for s in self.sites}
         self.stats.update(domains_visited=0, batches=0, max_depth=0, leaf_lp=0, undecided_leaves=0,
                           time={"root": 0.0, "branching": 0.0, "bounding": 0.0, "attack": 0.0, "leaf_lp": 0.0})
@@ -237,6 +242,12 @@ class _Search:
         return histories, boxes, alphas, betas, batch.row_lower[twice]
 
     # ---------------------------------------------------------------- leaves
+    def leaf_lp_applies(self) -> bool:
+        """A fully split domain is linear, hence decided by an LP, only when
+        every nonlinearity is a ReLU (MaxPool & co. stay relaxed) and the net
+        is small."""
+        return self.relu_only and sum(s.numel for s in self.sites) <= self.settings.leaf_lp_max_neurons
+
     def solve_leaf(self, domain: Domain) -> str:
         """Exact verdict of a domain without unstable neurons (an LP per clause)."""
         from bounds.lp import mip_verdict  # HiGHS; only needed here
@@ -336,8 +347,8 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
             stats["biccos"] = biccos.summary()
         return BabOutcome(status, search.counterexample if status == "sat" else None, stats)
 
-    if any(n.op.op_type not in ("Relu",) and not n.op.is_linear for n in graph.nodes):
-        stats["reason"] = "non-ReLU nonlinearity"
+    if not search.sites:
+        stats["reason"] = "no ReLU to split"
         return finish("unknown")
 
     # ---- root
@@ -443,7 +454,7 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
                 continue
             t0 = time.perf_counter()
             verdict = "unknown"
-            if sum(s.numel for s in search.sites) <= settings.leaf_lp_max_neurons:
+            if search.leaf_lp_applies():
                 verdict = search.solve_leaf(domain)
             search.timed("leaf_lp", t0)
             if verdict == "sat":
@@ -469,7 +480,8 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         new_betas = unpad_betas(result.betas or [], histories, split_nodes(histories, search.order))
         if biccos is not None:
             biccos.observe_betas(result.betas)
-            biccos.learn(search, histories, result.betas, (child_scores > PROOF_TOLERANCE).tolist())
+            biccos.learn(search, histories, result.betas, (child_scores > PROOF_TOLERANCE).tolist(),
+                         alphas=new_alphas)
         for i, history in enumerate(histories):
             if float(child_scores[i]) > PROOF_TOLERANCE:
                 continue

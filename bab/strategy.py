@@ -34,8 +34,9 @@ INPUT_SPLIT_MAX_DIM = 16
 #: Without GenBaB, general nonlinear nets up to this input size still go to
 #: input splitting (sound, slow in high dimension).
 GENERAL_INPUT_SPLIT_MAX_DIM = 32
-#: Piecewise-linear operators: relu-split handles them (ReLU only for now).
-PIECEWISE_LINEAR = {"Relu"}
+#: Piecewise-linear operators relu-split handles: it splits ReLUs and bounds
+#: MaxPool (never split) by its relaxation in every pass.
+PIECEWISE_LINEAR = {"Relu", "MaxPool"}
 STRATEGIES = ("input-split", "relu-split", "genbab")
 
 

@@ -162,3 +162,79 @@ def test_conv_unsat_instance():
     outcomes = _run_instance("2023_collins_rul_cnn/onnx/NN_rul_small_window_20.onnx",
                              "2023_collins_rul_cnn/vnnlib/robustness_2perturbations_delta40_epsilon10_w20.vnnlib", 10.0)
     assert all(o.status == "unsat" for o in outcomes), [o.stats for o in outcomes]
+
+
+# ------------------------------------------------------------------ other nonlinear ops (MaxPool)
+def _maxpool_net(seed: int):
+    """x (3) -> Linear(8) -> ReLU -> view (1, 2, 4) -> MaxPool 1x2 -> (1, 2, 2) -> Linear(2)."""
+    from bounds.graph import Graph, Node
+    from bounds.ops.linear import Linear
+    from bounds.ops.pooling_max import MaxPool
+    from bounds.ops.relu import ReLU
+    from bounds.ops.shape_ops import Reshape
+
+    gen = torch.Generator().manual_seed(seed)
+    nodes = [Node("fc0", Linear(torch.randn(8, 3, generator=gen), 0.5 * torch.randn(8, generator=gen)), ["x"], (8,)),
+             Node("relu0", ReLU(), ["fc0"], (8,)),
+             Node("grid", Reshape((1, 2, 4)), ["relu0"], (1, 2, 4)),
+             Node("pool", MaxPool((1, 2), (1, 2), (0, 0, 0, 0)), ["grid"], (1, 2, 2)),
+             Node("flat", Reshape((4,)), ["pool"], (4,)),
+             Node("out", Linear(torch.randn(2, 4, generator=gen), torch.zeros(2)), ["flat"], (2,))]
+    return Graph("x", (3,), nodes, "out")
+
+
+@pytest.mark.slow
+def test_maxpool_nets_are_split_on_their_relus_and_agree_with_dense_sampling():
+    """ReLU-split BaB bounds MaxPool by its relaxation and splits only ReLUs.
+    Truth from a dense grid: an ``unsat`` verdict must leave every grid point
+    satisfying the property; a ``sat`` one must be a validated point; and
+    both verdicts, with branching, must occur over the seeds.  ``unknown`` is
+    allowed: with every ReLU split the MaxPool relaxation may still be loose."""
+    torch.set_num_threads(1)
+    seen, branched = set(), 0
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 41)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for seed in range(7):
+        graph = _maxpool_net(seed)
+        values = graph.forward(grid)[:, 0] - graph.forward(grid)[:, 1]
+        for threshold in (float(values.min()) - 0.3, float(values.min()) + 0.05):
+            spec, offset = np.array([[1.0, -1.0]]), np.array([threshold])   # violation: y0 - y1 <= threshold
+
+            def validator(x, graph=graph, threshold=threshold):
+                y = graph.forward(torch.as_tensor(x, dtype=torch.float32).reshape(1, 3))[0]
+                return float(y[0] - y[1]) <= threshold
+
+            outcome = relu_split_bab(graph, -np.ones(3), np.ones(3), spec, offset, [0], BabConfig(use_cuts=False),
+                                     time.monotonic() + 30.0, validator)
+            assert outcome.status in ("sat", "unsat", "unknown"), outcome.stats
+            if outcome.status == "unsat":
+                assert float(values.min()) > threshold  # no grid point violates
+            elif outcome.status == "sat":
+                assert validator(outcome.counterexample)
+            seen.add(outcome.status)
+            branched += outcome.status == "unsat" and outcome.stats["domains_visited"] > 0
+    assert {"sat", "unsat"} <= seen and branched >= 2, (seen, branched)
+
+
+def test_maxpool_conv_net_is_routed_to_relu_split_and_proven():
+    """verivital Convnet_maxpool (Conv -> ReLU -> MaxPool -> Linear): the strategy
+    picks relu-split and it proves the property (4x the spec's radius too)."""
+    from bab.strategy import choose_strategy
+    from verifier.onnx_import import load_onnx
+    from vnnlib import parse_vnnlib
+
+    onnx, vnnlib = "2021_verivital/Convnet_maxpool.onnx", "2021_verivital/specs/maxpool_specs/prop_2_0.004.vnnlib"
+    if not (BENCH / onnx).exists():
+        pytest.skip("benchmarks not available")
+    torch.set_num_threads(1)
+    graph, spec = load_onnx(str(BENCH / onnx)), parse_vnnlib(str(BENCH / vnnlib))
+    assert choose_strategy(graph, BabConfig(), spec).name == "relu-split"
+    prop = spec.properties[0]
+    matrix = np.concatenate([c.matrix for c in prop.clauses])
+    offset = np.concatenate([c.offset for c in prop.clauses])
+    rows = [i for i, c in enumerate(prop.clauses) for _ in range(c.num_rows)]
+    lower, upper = np.asarray(prop.box.lower), np.asarray(prop.box.upper)
+    centre, radius = (lower + upper) / 2, (upper - lower) / 2
+    wide_lower, wide_upper = np.clip(centre - 4 * radius, 0, 1), np.clip(centre + 4 * radius, 0, 1)
+    outcome = relu_split_bab(graph, wide_lower, wide_upper, matrix, offset, rows, BabConfig(use_cuts=False),
+                             time.monotonic() + 20.0, None)
+    assert outcome.status == "unsat", outcome.stats
