@@ -238,3 +238,15 @@ def test_maxpool_conv_net_is_routed_to_relu_split_and_proven():
     outcome = relu_split_bab(graph, wide_lower, wide_upper, matrix, offset, rows, BabConfig(use_cuts=False),
                              time.monotonic() + 20.0, None)
     assert outcome.status == "unsat", outcome.stats
+
+
+@pytest.mark.slow
+def test_small_net_hands_the_open_search_to_the_exact_mip():
+    """safenlp ruarobot (30 inputs, 128 ReLUs, ~100 unstable): the search is
+    still open after a second, the whole-box MIP decides it (the search alone
+    needed ~47k domains / 43 s); the reference answer is unsat."""
+    torch.set_num_threads(1)
+    onnx = "2024_safenlp/onnx/ruarobot/perturbations_0.onnx"
+    outcomes = _run_instance(onnx, "2024_safenlp/vnnlib/ruarobot/hyperrectangle_4056.vnnlib", 30.0)
+    assert outcomes[0].status == "unsat", outcomes[0].stats
+    assert outcomes[0].stats["root_mip"] == "unsat"
