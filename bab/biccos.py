@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from bab.splits import History, Split, apply_to_boxes, split_nodes, unpad_betas
@@ -57,6 +59,8 @@ class BiccosSettings:
     tree_after_fraction: float = 0.1  # this many domains, or this share of the budget spent
     trees: tuple[tuple[str, float], ...] = (("fsb", 0.0), ("babsr", 0.5))  # (branching, score noise)
     retire_after: int = 30           # bound passes without a positive multiplier
+    cuts_in_bounds: bool = True      # cuts as Lagrangian terms of every pass (else: pruning + propagation only)
+    multiplier_init: float = 0.0     # starting value of every cut multiplier
 
 
 @dataclass
@@ -106,37 +110,54 @@ class CutPool:
         self.version += 1
         return True
 
-    def _postings(self) -> tuple[dict, list[int]]:
-        """Literal -> entries holding it, and the one-split entries (per version)."""
+    def _literals(self) -> tuple[dict, "sp.csr_matrix", np.ndarray]:
+        """Literal ids, the ``(K, L)`` 0/1 cut-literal matrix and cut sizes (per version)."""
         if getattr(self, "_index", None) is None or self._index[0] != self.version:
-            postings: dict[Split, list[int]] = {}
-            for i, e in enumerate(self.entries):
+            ids: dict[Split, int] = {}
+            rows, cols = [], []
+            for k, e in enumerate(self.entries):
                 for s in e.splits:
-                    postings.setdefault(s, []).append(i)
-            units = [i for i, e in enumerate(self.entries) if len(e.splits) == 1]
-            self._index = (self.version, postings, units)
-        return self._index[1], self._index[2]
+                    rows.append(k), cols.append(ids.setdefault(s, len(ids)))
+            matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
+                                   shape=(len(self.entries), max(len(ids), 1)))
+            sizes = np.array([len(e.splits) for e in self.entries], dtype=np.int32)
+            self._index = (self.version, ids, matrix, sizes)
+        return self._index[1], self._index[2], self._index[3]
+
+    def match_batch(self, histories: Sequence[History]) -> tuple[list[bool], list[list[Split]]]:
+        """Per history: does it contain a cut's splits (``subsumed``), and the
+        single missing split of every cut it contains all but one of.
+
+        One sparse product ``cuts (K, L) @ histories (L, B)`` counts each cut's
+        literals present in each history (a Python loop over postings cost a
+        fifth of the search time on safenlp)."""
+        batch = len(histories)
+        if not self.entries or not batch:
+            return [False] * batch, [[] for _ in range(batch)]
+        ids, matrix, sizes = self._literals()
+        rows, cols = [], []
+        for b, history in enumerate(histories):
+            for s in history:
+                j = ids.get(s)
+                if j is not None:
+                    rows.append(j), cols.append(b)
+        present = sp.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
+                                shape=(matrix.shape[1], batch))
+        absent = sizes[:, None] - (matrix @ present).toarray()          # (K, B)
+        subsumed = (absent == 0).any(axis=0).tolist()
+        missing: list[list[Split]] = [[] for _ in range(batch)]
+        have: dict[int, set] = {}
+        for k, b in zip(*np.nonzero(absent == 1)):
+            if subsumed[b]:
+                continue
+            held = have.setdefault(int(b), set(histories[b]))
+            missing[b].extend(self.entries[k].splits - held)
+        return subsumed, missing
 
     def matches(self, history: History) -> tuple[bool, list[Split]]:
-        """``(subsumed, missing)``: does the history contain a cut's splits, and
-        the single missing split of every cut it contains all but one of."""
-        if not self.entries:
-            return False, []
-        postings, units = self._postings()
-        counts: dict[int, int] = {}
-        for s in history:
-            for i in postings.get(s, ()):
-                counts[i] = counts.get(i, 0) + 1
-        have = None
-        missing: list[Split] = [next(iter(self.entries[i].splits)) for i in units]
-        for i, n in counts.items():
-            size = len(self.entries[i].splits)
-            if n == size:
-                return True, []
-            if n == size - 1:
-                have = set(history) if have is None else have
-                missing.extend(self.entries[i].splits - have)
-        return False, missing
+        """``(subsumed, missing)`` of one history (:meth:`match_batch`)."""
+        subsumed, missing = self.match_batch([history])
+        return subsumed[0], ([] if subsumed[0] else missing[0])
 
     def subsumed(self, history: History) -> bool:
         """Does the domain lie inside a verified one (contains a cut's splits)?"""
@@ -186,12 +207,13 @@ class Biccos:
     # ------------------------------------------------------------ bounding
     def extra(self, batch: int, num_rows: int, like: torch.Tensor):
         """Cut constraints and zero multipliers to append to a bounding pass."""
-        constraint = self.pool.constraints(self.graph, like)
+        constraint = self.pool.constraints(self.graph, like) if self.settings.cuts_in_bounds else None
         if constraint is None:
             self._pending_version = -1
             return [], []
         self._pending_version = self.pool.version
-        mu = torch.zeros(batch, num_rows, constraint.num_constraints, dtype=like.dtype, device=like.device)
+        mu = torch.full((batch, num_rows, constraint.num_constraints), self.settings.multiplier_init,
+                        dtype=like.dtype, device=like.device)
         return [constraint], [mu]
 
     def observe_betas(self, betas: Sequence[torch.Tensor] | None) -> None:
@@ -220,11 +242,11 @@ class Biccos:
             return boxes
         forced: list[tuple[Split, ...]] = []
         count = 0
-        for history in histories:
+        _, missing_all = self.pool.match_batch(histories)
+        for history, missing in zip(histories, missing_all):
             have = set(history)
-            _, missing = self.pool.matches(history)
             extra = []
-            for s in missing:
+            for s in dict.fromkeys(missing):
                 opposite = Split(s.node, s.index, s.point, -s.direction)
                 if opposite not in have:
                     extra.append(opposite)
@@ -245,14 +267,21 @@ class Biccos:
             elapsed >= self.settings.tree_after_fraction * min(budget, 600.0)
 
     def prune(self, domains: list) -> list:
-        kept = [d for d in domains if not self.pool.subsumed(d.history)]
+        subsumed, _ = self.pool.match_batch([d.history for d in domains])
+        kept = [d for d, gone in zip(domains, subsumed) if not (gone and d.history)]
         self.stats["domains_pruned"] += len(domains) - len(kept)
         return kept
 
     # ------------------------------------------------- inference/strengthen
     def learn(self, search, histories: Sequence[History], betas: Sequence[torch.Tensor] | None,
-              verified: Sequence[bool]) -> None:
-        """Cuts from the verified children, strengthened by one batched pass."""
+              verified: Sequence[bool], alphas: dict | None = None) -> None:
+        """Cuts from the verified children, strengthened by one batched pass.
+
+        ``alphas``: the children's optimized slopes ``{node: {name: (B, ...)}}``
+        (any slope is sound); with the children's split multipliers they
+        warm-start the re-verification of the shortened sets -- cold, 10
+        iterations re-verified only 7 of 62 *unshortened* histories on
+        safenlp 4056 (warm: most of them)."""
         chosen = [i for i, v in enumerate(verified) if v and histories[i]]
         if not chosen:
             return
@@ -266,11 +295,14 @@ class Biccos:
             ranked = self._rank(history, None if per_domain is None else per_domain[i])
             self.pool.add(history)
             for keep in self._schedule(ranked):
-                candidates.append((i, tuple(ranked[:keep])))
+                if keep > self.settings.max_cut_length:   # the pool would refuse it
+                    continue
+                kept = {s for s, _ in ranked[:keep]}
+                candidates.append((i, tuple(s for s in history if s in kept)))  # history order
         if candidates and self.root_boxes is not None:
             # about half a BaB batch: a fraction of the cost of bounding the children
             limit = min(self.settings.strengthen_per_step, max(4, search.settings.batch_size // 2))
-            self._strengthen(search, candidates[:limit])
+            self._strengthen(search, candidates[:limit], histories, per_domain, alphas)
 
     @staticmethod
     def _rank(history: History, betas: dict | None) -> list[tuple[Split, float]]:
@@ -295,21 +327,36 @@ class Biccos:
         sizes = {active, n // 2, n // 4, n - 1, 1}
         return sorted(k for k in sizes if 1 <= k < n)
 
-    def _strengthen(self, search, candidates: list[tuple[int, tuple]]) -> None:
-        histories = [tuple(s for s, _ in c) for _, c in candidates]
-        histories = [h for h in histories if not self.pool.subsumed(h)]
-        if not histories:
+    def _strengthen(self, search, candidates: list[tuple[int, tuple]], sources: Sequence[History] = (),
+                    source_betas: list[dict] | None = None, source_alphas: dict | None = None) -> None:
+        """Re-verify candidate split sets on the root boxes cut by their own
+        splits (sound: those boxes hold on the shortened domain), warm-started
+        from the verified domain each candidate came from."""
+        subsumed, _ = self.pool.match_batch([h for _, h in candidates])
+        candidates = [c for c, gone in zip(candidates, subsumed) if not gone]
+        if not candidates:
             return
+        histories = [h for _, h in candidates]
         self.stats["strengthen_candidates"] += len(histories)
         boxes = apply_to_boxes(self.root_boxes, histories)
         boxes = {k: (lo.expand(len(histories), *lo.shape[1:]), up.expand(len(histories), *up.shape[1:]))
                  for k, (lo, up) in boxes.items()}
-        result = search.bound(histories, boxes, None, [None] * len(histories), optimize=True,
+        betas: list = [None] * len(histories)
+        if source_betas is not None:
+            betas = [_kept_betas(sources[i], h, source_betas[i]) for i, h in candidates]
+        alphas = None
+        if source_alphas and all(v.shape[0] == len(sources) for p in source_alphas.values() for v in p.values()):
+            index = torch.tensor([i for i, _ in candidates], device=self.root_boxes_device())
+            alphas = {n: {k: v[index] for k, v in p.items()} for n, p in source_alphas.items()}
+        result = search.bound(histories, boxes, alphas, betas, optimize=True,
                               iterations=self.settings.strengthen_iterations)
         scores = search.clauses.score(result.lower)
         for history, score in zip(histories, scores.tolist()):
             if score > PROOF_TOLERANCE and self.pool.add(history):
                 self.stats["strengthened"] += 1
+
+    def root_boxes_device(self):
+        return next(iter(self.root_boxes.values()))[0].device
 
     # ----------------------------------------------------------- multi-tree
     def multi_tree(self, run: Callable[[str, float, "Biccos"], object], deadline: float):
@@ -336,6 +383,19 @@ class Biccos:
 
     def summary(self) -> dict:
         return {**self.pool.stats, **{k: v for k, v in self.stats.items()}, "pool_size": len(self.pool)}
+
+
+def _kept_betas(history: History, kept: History, betas: dict) -> dict:
+    """The multipliers of ``kept``'s splits, taken from ``history``'s
+    ``{node: (S, k)}`` (slot order: splits on the node in history order)."""
+    out = {}
+    for node, tensor in betas.items():
+        on_node = [s for s in history if s.node == node]
+        keep = {s for s in kept if s.node == node}
+        cols = [j for j, s in enumerate(on_node) if s in keep and j < tensor.shape[1]]
+        if cols:
+            out[node] = tensor[:, cols]
+    return out
 
 
 def cuts_enabled(config_value: bool | None, graph: Graph) -> bool:
