@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bab.biccos import Biccos, BiccosSettings, CutPool
-from bab.relu_split import relu_split_bab
+from bab.relu_split import ReluBabSettings, relu_split_bab
 from bab.splits import Split
 from bab.types import BabConfig
 from bounds.cuts import cut_slack
@@ -66,10 +66,13 @@ def test_biccos_cuts_are_valid_and_reduce_domains():
     validator = exact_validator(graph, matrix, offset, rows)
     args = (graph, lower, upper, matrix.astype(np.float32), offset.astype(np.float32), rows)
     torch.set_num_threads(1)
-    plain = relu_split_bab(*args, BabConfig(use_cuts=False), time.monotonic() + 120, validator)
+    # the BaB search itself is compared: no exact-MIP hand-over of the small net
+    search = ReluBabSettings(mip_max_unstable=0)
+    plain = relu_split_bab(*args, BabConfig(use_cuts=False), time.monotonic() + 120, validator, settings=search)
     # trees first (as on a hard instance): their cuts serve the main tree from the start
     hooks = Biccos(graph, BiccosSettings(multi_tree_max_seconds=2.0, tree_after_domains=0))
-    with_cuts = relu_split_bab(*args, BabConfig(use_cuts=True), time.monotonic() + 120, validator, biccos=hooks)
+    with_cuts = relu_split_bab(*args, BabConfig(use_cuts=True), time.monotonic() + 120, validator, biccos=hooks,
+                               settings=search)
     assert plain.status == with_cuts.status == "unsat"
     assert plain.stats["domains_visited"] >= 100
     summary = with_cuts.stats["biccos"]
