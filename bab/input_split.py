@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bab.input_branching import split_boxes, split_scores
+from bab.input_branching import BRANCHING_RULES, split_boxes, split_scores
 from bab.types import PROOF_TOLERANCE, BabConfig, BabOutcome, Validator
 from bounds.alpha import SPEC_START
 from bounds.crown import Propagator
@@ -66,10 +66,19 @@ def resolve_settings(graph: Graph, config: BabConfig) -> SearchSettings:
         batch_size=batch,
         adaptive_batch=config.batch_size is None,
         alpha_iterations=0 if config.alpha_iterations is None else int(config.alpha_iterations),
-        branching=config.branching if config.branching in ("coefficient", "widest") else "coefficient",
+        branching=config.branching if config.branching in BRANCHING_RULES else _default_rule(graph),
         attack_interval=max(1, config.attack_interval),
         max_domains=config.max_domains,
     )
+
+
+def _default_rule(graph: Graph) -> str:
+    """``"blend"`` when the graph has smooth nonlinearities (their looseness is
+    in relaxation biases the coefficients miss), else ``"coefficient"``;
+    measured in :mod:`bab.input_branching`."""
+    piecewise_linear = ("Relu", "LeakyRelu", "MaxPool", "Sign", "Abs", "Clip", "Min", "Max")
+    smooth = any(not n.op.is_linear and n.op.op_type not in piecewise_linear for n in graph.nodes)
+    return "blend" if smooth else "coefficient"
 
 
 # --------------------------------------------------------------- bounding

@@ -229,3 +229,40 @@ def test_cli_bab_flags_reach_the_search(tmp_path):
     assert code == 0
     bab = json.loads(out.read_text())["stats"]["bab"]
     assert bab["batch_size"] == 64 and bab["branching"] == "coefficient"
+
+
+def test_blend_rule_is_default_for_smooth_nets_and_proves_lsnc():
+    """2024_lsnc quadrotor2d_state_16 (Sin/Cos/products; unsat): pure coefficient
+    scoring never split two wide dimensions (757k boxes, no proof in 40 s); the
+    default for smooth nets, "blend", proves it within a few thousand boxes.
+    ReLU-only nets keep "coefficient"."""
+    from bab.input_split import resolve_settings
+    from verifier.onnx_import import load_onnx
+    from vnnlib import parse_vnnlib
+
+    graph = load_onnx(BENCHMARKS / "2024_lsnc/onnx/quadrotor2d_state.onnx")
+    assert resolve_settings(graph, BabConfig()).branching == "blend"
+    acas, _ = _acas("1_1", "prop_1")
+    assert resolve_settings(load_onnx(acas), BabConfig()).branching == "coefficient"
+    prop = parse_vnnlib(BENCHMARKS / "2024_lsnc/vnnlib/quadrotor2d_state_16.vnnlib").properties[0]
+    rows = [k for k, c in enumerate(prop.clauses) for _ in range(len(c.offset))]
+    outcome = input_split_bab(graph, prop.box.lower, prop.box.upper,
+                              np.concatenate([c.matrix for c in prop.clauses]),
+                              np.concatenate([c.offset for c in prop.clauses]), rows,
+                              BabConfig(), deadline=time.monotonic() + 30)
+    assert outcome.status == "unsat"
+    assert outcome.stats["domains_visited"] < 20000
+
+
+def test_blend_scores_prefer_a_relatively_wide_dimension():
+    coeffs = torch.tensor([[2.0, 0.0015]])
+    lower, upper = torch.zeros(1, 2), torch.tensor([[0.001, 1.0]])
+    root = torch.ones(1, 2)
+    blend = split_scores(coeffs, lower, upper, root, "blend")
+    # coefficient scores 0.002 vs 0.0015 pick dim 0; dim 1 is 1000x wider relative to its root
+    assert int(split_scores(coeffs, lower, upper, root, "coefficient").argmax()) == 0
+    assert int(blend.argmax()) == 1
+    coeffs = torch.tensor([[10.0, 0.0001]])
+    lower, upper = torch.zeros(1, 2), torch.tensor([[0.5, 1.0]])
+    # a dominant coefficient score still wins when widths are comparable
+    assert int(split_scores(coeffs, lower, upper, root, "blend").argmax()) == 0
