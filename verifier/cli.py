@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="BaB branching rule: input split coefficient|widest, ReLU split babsr|fsb")
     run.add_argument("--alpha-iterations", type=int, metavar="N",
                      help="alpha-CROWN iterations per BaB pass (0: plain CROWN)")
+    run.add_argument("--cuts", choices=("auto", "on", "off"), default="auto",
+                     help="BICCOS cutting planes in ReLU-split BaB (default auto: off, measured not to pay yet)")
     run.add_argument("--verbose", action="store_true", help="progress on stderr")
     run.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
@@ -217,7 +219,8 @@ def _cmd_run(args) -> int:
                                   verbose=args.verbose, debug=args.debug, attack=not args.no_attack, verify=not args.attack_only,
                                   bab=not args.no_bab,
                                   bab_strategy=args.bab_strategy, bab_batch_size=args.batch_size,
-                                  bab_branching=args.branching, bab_alpha_iterations=args.alpha_iterations)
+                                  bab_branching=args.branching, bab_alpha_iterations=args.alpha_iterations,
+                                  bab_cuts={"auto": None, "on": True, "off": False}[args.cuts])
             result = run(args.model, args.prop, config)
         except (NNVerifyError, VnnlibError) as exc:
             _report_error(str(exc), args.debug)

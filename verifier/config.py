@@ -55,6 +55,7 @@ class VerifyConfig:
     bab_batch_size: int | None = None
     bab_branching: str | None = None  # input split: coefficient | widest; relu split: babsr | fsb
     bab_alpha_iterations: int | None = None
+    bab_cuts: bool | None = None      # BICCOS cuts; None: zero-config default (bab/biccos.py)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:

@@ -205,7 +205,7 @@ def complete_stage(graph, model: OrtModel, spec, deadline: float, config: Verify
 
     bab_config = BabConfig(strategy=config.bab_strategy, batch_size=config.bab_batch_size,
                            branching=config.bab_branching, alpha_iterations=config.bab_alpha_iterations,
-                           verbose=config.verbose)
+                           use_cuts=config.bab_cuts, verbose=config.verbose)
     validator = _SpecValidator(model, spec)
     with BabProgress(verbose=config.verbose) as progress:
         outcome = solve_spec(graph, spec, bab_config, deadline, validator, progress, skip=skip, roots=roots)
