@@ -196,12 +196,59 @@ def _write_outputs(result, args) -> bool:
     return ok
 
 
+#: Seconds past ``--timeout`` after which the watchdog ends the process.
+WATCHDOG_GRACE = 0.5
+
+
+def _start_watchdog(args, start: float):
+    """Guarantee the timeout even while a long native step (one CROWN pass, an
+    onnxruntime call) cannot be interrupted: at ``start + timeout + grace`` a
+    daemon thread writes a ``timeout`` result and ends the process.
+
+    Returns ``finish()``: call it when the run is over; False means the
+    watchdog already fired and is ending the process.
+    """
+    import threading
+
+    from verifier.results import Result, exit_code
+
+    lock = threading.Lock()
+    fired = [False]
+
+    def fire() -> None:
+        with lock:
+            if fired[0]:
+                return
+            fired[0] = True
+        result = Result("timeout", time=time.monotonic() - start,
+                        message="deadline reached inside an uninterruptible step")
+        _write_outputs(result, args)
+        print(f"nnverify: {result.summary()}", flush=True)
+        sys.stderr.flush()
+        os._exit(exit_code("timeout"))
+
+    timer = threading.Timer(max(args.timeout, 0.0) + WATCHDOG_GRACE, fire)
+    timer.daemon = True
+    timer.start()
+
+    def finish() -> bool:
+        with lock:
+            if fired[0]:
+                return False
+            fired[0] = True
+        timer.cancel()
+        return True
+
+    return finish
+
+
 def _cmd_run(args) -> int:
     from verifier.errors import NNVerifyError
     from verifier.results import Result, exit_code
     from vnnlib.errors import VnnlibError
 
     start = time.monotonic()
+    finish = _start_watchdog(args, start)
 
     def on_signal(signum, frame):
         raise _Interrupted(signum)
@@ -236,6 +283,8 @@ def _cmd_run(args) -> int:
             result = Result("error", time=time.monotonic() - start, message="out of memory")
         except Exception as exc:  # an internal failure still ends with a result and exit code 3
             result = Result("error", time=time.monotonic() - start, message=_internal_error(exc, args.debug))
+        if not finish():  # the watchdog is writing its timeout result and ending the process
+            time.sleep(60)
         written = _write_outputs(result, args)
     finally:
         for signum, handler in previous.items():
