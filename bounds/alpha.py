@@ -172,6 +172,9 @@ def optimize(prop: Propagator, spec_matrix: torch.Tensor, spec_offset: torch.Ten
         if _proven(best_lower, settings):
             stats["stopped"] = "proven"
             break
+        if not loss.requires_grad:  # every relaxed node folded to a constant: nothing to optimize
+            stats["stopped"] = "constant"
+            break
         grads = torch.autograd.grad(loss, optimizer.params, allow_unused=True)
         with torch.no_grad():
             optimizer.step(grads)

@@ -31,7 +31,7 @@ from bounds.constraints import LinearConstraints, apply_multipliers
 from bounds.cuts import CutPass, is_cut_set, relu_backward_with_indicators
 from bounds.graph import Graph, Node
 from bounds.ibp import intersect, node_interval
-from bounds.ops.base import BackwardContext, Bounds, ElementwiseNonlinear
+from bounds.ops.base import BackwardContext, Bounds, ElementwiseNonlinear, sum_tail
 
 #: Operators whose relaxation is exact wherever the input does not straddle 0
 #: (row selection only affects tightness: every box kept is valid).
@@ -79,6 +79,7 @@ class Propagator:
         self.batch = int(self.input_lower.shape[0])
         self._ancestors: dict[str, list[Node]] = {}
         self._widest: dict[str, int] = {}
+        self._points: dict[str, tuple] = {}
         consumers = self.graph.consumers()
         nonlinear = [n for n in self.graph.nodes if not n.op.is_linear]
         #: nodes whose boxes the relaxations need, in topological order
@@ -157,6 +158,21 @@ class Propagator:
             spread = spread + (out - origin.unsqueeze(1)).abs().sum(1)
         return center_out - spread, center_out + spread
 
+    def point_value(self, name: str, bounds: Mapping[str, Bounds]) -> torch.Tensor | None:
+        """The node's value ``(B|1, *shape)`` when its box is a single point in
+        every domain (it depends only on zero-width inputs), else ``None``.
+        Checked once per box tensor."""
+        box = bounds.get(name)
+        if box is None:
+            return None
+        lower, upper = box
+        cached = self._points.get(name)
+        if cached is not None and cached[0] is lower and cached[1] is upper:
+            return cached[2]
+        point = lower if torch.equal(lower.detach(), upper.detach()) else None
+        self._points[name] = (lower, upper, point)
+        return point
+
     # ------------------------------------------------------------- one pass
     def backward(self, start: str, coeffs: torch.Tensor, bounds: Mapping[str, Bounds],
                  params: Params | None = None,
@@ -195,6 +211,11 @@ class Propagator:
                 params=None if params is None else params.get(node.name),
             )
             indicator = cut_pass.indicators(node.name, node.numel) if cut_pass else None
+            point = self.point_value(node.name, bounds) if indicator is None else None
+            if point is not None:
+                # the node is a known constant on every domain: sum(A * y) is exact, stop here
+                bias = _add(bias, sum_tail(A * point.unsqueeze(1)))
+                continue
             if indicator is not None:
                 A_inputs, step_bias = relu_backward_with_indicators(node.op, A, indicator, ctx)
             else:
@@ -261,7 +282,12 @@ class Propagator:
             unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0)
             index = unstable.nonzero().flatten()
         else:
-            index = torch.arange(numel, device=lower.device)
+            # a point box (lower == upper in every domain) is already exact:
+            # e.g. neurons fed only by inputs whose box has zero width (nn4sys)
+            wide = (upper > lower).reshape(lower.shape[0], -1).any(0)
+            if lower.shape[1:].numel() != numel:  # unexpected layout: keep every neuron
+                wide = torch.ones(numel, dtype=torch.bool, device=lower.device)
+            index = wide.nonzero().flatten()
         return RowSet(index, numel)
 
     def identity_rows(self, name: str, rows: RowSet, like: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
