@@ -114,8 +114,11 @@ def bbps_scores(sites: Sequence[SplitSite], boxes: Mapping[str, Bounds], coeffs:
         node_params = None if params is None else params.get(site.node)
         parent = _relax_terms_shaped(site, flat_lo, flat_up, shape, node_params)
         worst = None
-        for a, c in ((flat_lo, point), (point, flat_up)):
-            child = _relax_terms_shaped(site, a, c, shape, None)
+        # both children's relaxations in one call (the relaxation's cost is
+        # mostly per call: a bisection loop over small tensors)
+        both = _relax_terms_shaped(site, torch.cat([flat_lo, point]), torch.cat([point, flat_up]), shape, None)
+        for side, (a, c) in enumerate(((flat_lo, point), (point, flat_up))):
+            child = [t[side * batch:(side + 1) * batch] for t in both]
             slope_gap = a_pos * (child[0] - parent[0]) + a_neg * (child[2] - parent[2])
             bias_gap = a_pos * (child[1] - parent[1]) + a_neg * (child[3] - parent[3])
             delta = torch.minimum(slope_gap * a.unsqueeze(1), slope_gap * c.unsqueeze(1)) + bias_gap

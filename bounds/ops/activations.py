@@ -49,12 +49,34 @@ class _SShaped(CurvedElementwise):
                                         -upper, torch.maximum(-upper, zero), -lower)
         return [self.derivative(-mirrored)], [self.derivative(d_up)]
 
+    def positive_root(self, k: torch.Tensor) -> torch.Tensor:
+        """``x >= 0`` with ``f'(x) = k`` for ``0 < k < f'(0)`` (``None``: no closed form)."""
+        return None
+
+    def derivative_root(self, slope, lo_edge, hi_edge):
+        """``f'`` is even and decreasing on ``x >= 0``: on the right piece the
+        root is ``positive_root``, on the left its mirror; a slope above
+        ``f'(0)`` puts the maximizer at 0, one <= 0 at the far end."""
+        peak = float(self.derivative(torch.zeros((), dtype=torch.float64)))
+        k = slope.clamp(min=1e-300, max=peak)
+        root = self.positive_root(k)
+        if root is None:
+            return None
+        root = torch.where(slope >= peak, torch.zeros_like(root), root)
+        root = torch.where(slope <= 0, torch.full_like(root, math.inf), root)
+        return root if lo_edge >= 0 else -root
+
 
 class Sigmoid(_SShaped):
     op_type = "Sigmoid"
 
     def forward(self, x):
         return torch.sigmoid(x)
+
+    def positive_root(self, k):
+        # sigma(-x) = s solves s (1 - s) = k; 2k / (1 + sqrt(1 - 4k)) avoids cancellation
+        small = 2 * k / (1 + torch.sqrt((1 - 4 * k).clamp(min=0)))
+        return torch.log1p(-small) - torch.log(small)
 
     def derivative(self, x):
         # sigma(x) sigma(-x) keeps relative precision in both tails
@@ -66,6 +88,9 @@ class Tanh(_SShaped):
 
     def forward(self, x):
         return torch.tanh(x)
+
+    def positive_root(self, k):
+        return torch.acosh(torch.rsqrt(k).clamp(min=1))
 
     def derivative(self, x):
         return torch.cosh(x).pow(-2)
@@ -79,6 +104,9 @@ class Erf(_SShaped):
 
     def derivative(self, x):
         return _TWO_OVER_SQRT_PI * torch.exp(-x * x)
+
+    def positive_root(self, k):
+        return torch.sqrt(torch.log(_TWO_OVER_SQRT_PI / k).clamp(min=0))
 
 
 class Exp(CurvedElementwise):

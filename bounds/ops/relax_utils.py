@@ -97,9 +97,41 @@ def concave_max(gap: Fn, gap_deriv: Fn, a: torch.Tensor, b: torch.Tensor,
     return torch.minimum(from_lo, from_hi)
 
 
+def bracketed_concave_max(gap: Fn, gap_deriv: Fn, a: torch.Tensor, b: torch.Tensor,
+                          guess: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``max_{[a,b]} gap`` (concave) from a closed-form guess of the maximizer.
+
+    The bracket ``[lo, hi]`` is a few ulps around ``guess`` (clamped to
+    ``[a, b]``); it holds the maximizer when ``gap' >= 0`` at ``lo`` (or
+    ``lo = a``) and ``gap' <= 0`` at ``hi`` (or ``hi = b``), checked here --
+    the same sign tests the bisection relies on.  Returns ``(value, valid)``;
+    ``value`` is the bound of :func:`concave_max` on that bracket.
+    """
+    with torch.no_grad():
+        guess = torch.nan_to_num(guess, nan=0.0).clamp(min=a, max=b)
+        delta = 1e-9 * (1 + guess.abs())
+        lo = torch.maximum(guess - delta, a)
+        hi = torch.minimum(guess + delta, b)
+        valid = ((lo <= a) | (gap_deriv(lo) >= 0)) & ((hi >= b) | (gap_deriv(hi) <= 0))
+    width = hi - lo
+    has_width = width > 0
+    zero = torch.zeros_like(width)
+    from_lo = gap(lo) + torch.where(has_width, gap_deriv(lo).clamp(min=0) * width, zero)
+    from_hi = gap(hi) + torch.where(has_width, (-gap_deriv(hi)).clamp(min=0) * width, zero)
+    return torch.minimum(from_lo, from_hi), valid
+
+
 def gap_extreme(f: Fn, df: Fn, curvature: Curvature, slope: torch.Tensor,
-                lower: torch.Tensor, upper: torch.Tensor, maximize: bool) -> torch.Tensor:
-    """Rigorous ``max`` (or ``min``) of ``f(x) - slope * x`` over ``[lower, upper]``."""
+                lower: torch.Tensor, upper: torch.Tensor, maximize: bool,
+                derivative_root: Callable | None = None) -> torch.Tensor:
+    """Rigorous ``max`` (or ``min``) of ``f(x) - slope * x`` over ``[lower, upper]``.
+
+    ``derivative_root(slope, lo_edge, hi_edge)``, when the operator has one,
+    gives in closed form the point of the curvature piece where ``f' = slope``
+    (or the piece's end the maximizer sits at when there is none); it replaces
+    the bisection wherever its bracket checks out (GenBaB/alpha-CROWN
+    recompute relaxations every pass, and the bisection dominated their time).
+    """
     sign = 1.0 if maximize else -1.0
 
     def gap(x):  # oriented so that we always maximize
@@ -123,7 +155,14 @@ def gap_extreme(f: Fn, df: Fn, curvature: Curvature, slope: torch.Tensor,
         present = (upper > lo_edge) & (lower < hi_edge)
         if not bool(present.any()):
             continue
-        peak = concave_max(gap, gap_deriv, a, b)
+        peak = None
+        guess = None if derivative_root is None else derivative_root(slope, lo_edge, hi_edge)
+        if guess is not None:
+            peak, valid = bracketed_concave_max(gap, gap_deriv, a, b, guess)
+            if not bool((valid | ~present).all()):
+                peak = torch.where(valid, peak, concave_max(gap, gap_deriv, a, b))
+        if peak is None:
+            peak = concave_max(gap, gap_deriv, a, b)
         best = torch.where(present, torch.maximum(best, peak), best)
     return sign * best
 
@@ -176,6 +215,9 @@ class CurvedElementwise(ElementwiseNonlinear):
 
     curvature: Curvature = Curvature((), (0,))
     monotone_increasing: bool = False
+    #: optional ``(slope, lo_edge, hi_edge) -> x``: closed-form point of a
+    #: curvature piece where ``f' = slope`` (see :func:`gap_extreme`)
+    derivative_root: Callable | None = None
 
     # ----------------------------------------------------------- to override
     def derivative(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -196,7 +238,8 @@ class CurvedElementwise(ElementwiseNonlinear):
 
     # ------------------------------------------------------------- machinery
     def gap_bound(self, slope, lower, upper, maximize: bool) -> torch.Tensor:
-        return gap_extreme(self.value, self.derivative, self.curvature, slope, lower, upper, maximize)
+        return gap_extreme(self.value, self.derivative, self.curvature, slope, lower, upper, maximize,
+                           self.derivative_root)
 
     def slope_range(self, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
         """Smallest and largest ``f'`` on ``[l, u]`` (at ends or breakpoints)."""
