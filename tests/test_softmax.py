@@ -118,3 +118,30 @@ def test_vit_unsat_instance_proven_by_crown():
     points = lower + torch.rand((64,) + shape[1:], generator=gen) * (upper - lower)
     values = graph.forward(points).reshape(64, -1) @ spec[0].T - offset[0]
     assert bool((values >= result.lower - 1e-4).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), width=st.sampled_from([0.01, 0.5, 3.0]))
+def test_backward_sound_for_any_alpha_parameters(seed, width):
+    """alpha-CROWN's tangent points (random in [0, 1]) never break soundness."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (3, 5)
+    op = Softmax(1)
+    box = _box(gen, shape, 2.0, width, torch.float64)
+    params = {k: torch.rand(v.shape, generator=gen, dtype=torch.float64) for k, v in op.init_params([box]).items()}
+    A = torch.randn(2, 4, *shape, generator=gen, dtype=torch.float64)
+    (A_in,), bias = op.backward(A, BackwardContext(input_shapes=[shape], input_bounds=[box], params=params))
+    for x in _samples(gen, box, 200):
+        lhs = (A * op.forward(x).unsqueeze(1)).flatten(2).sum(-1)
+        rhs = (A_in * x.unsqueeze(1)).flatten(2).sum(-1) + bias
+        assert int((lhs < rhs - 1e-12).sum()) == 0
+
+
+def test_default_parameters_reproduce_the_crown_relaxation():
+    gen = torch.Generator().manual_seed(5)
+    box = _box(gen, (2, 4), 1.0, 0.7, torch.float64)
+    op = Softmax(1)
+    plain = op.relax_rows(*box)
+    with_params = op.relax_rows(*box, op.init_params([box]))
+    for a, b in zip(plain, with_params):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)

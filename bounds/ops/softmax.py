@@ -21,7 +21,8 @@ and ``s_i in [sl_i, su_i] = [1 + sum_j exp(dl_ij), 1 + sum_j exp(du_ij)]``.
 Each side is a linear function of the whole softmax row ``x`` (an ``n x n``
 coefficient matrix per row).  Tangent points: where the tangent slope equals
 the chord slope (``t = dl + log(expm1(w)/w)`` for ``exp``,
-``tau = sqrt(sl su)`` for ``r``), which balances the gap at both ends.
+``tau = sqrt(sl su)`` for ``r``), which balances the gap at both ends;
+alpha-CROWN moves both points inside their intervals (any point is sound).
 """
 from __future__ import annotations
 
@@ -34,15 +35,23 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
     return t.dtype if t.device.type == "mps" else torch.float64  # mps has no float64
 
 
-def _exp_lines(d_low: torch.Tensor, d_up: torch.Tensor):
-    """Tangent (below) and chord (above) of ``exp`` on ``[d_low, d_up]``:
-    ``(tan_slope, tan_bias, chord_slope, chord_bias)``."""
+def _default_exp_ratio(d_low: torch.Tensor, d_up: torch.Tensor) -> torch.Tensor:
+    """Position in ``[0, 1]`` of the chord-slope-matching tangent point of ``exp``."""
+    width = d_up - d_low
+    safe_width = torch.where(width < 1e-9, torch.ones_like(width), width)
+    offset = torch.log(torch.expm1(safe_width) / safe_width)  # stable for small widths
+    return (offset / safe_width).clamp(0, 1)
+
+
+def _exp_lines(d_low: torch.Tensor, d_up: torch.Tensor, ratio: torch.Tensor | None = None):
+    """Tangent (below, at ``d_low + ratio * width``) and chord (above) of ``exp``
+    on ``[d_low, d_up]``: ``(tan_slope, tan_bias, chord_slope, chord_bias)``."""
     width = d_up - d_low
     tiny = width < 1e-9
     safe_width = torch.where(tiny, torch.ones_like(width), width)
-    # chord-slope-matching tangent point, stable for small widths
-    offset = torch.log(torch.expm1(safe_width) / safe_width)
-    t = torch.where(tiny, d_low, d_low + offset.clamp(min=0).minimum(safe_width))
+    if ratio is None:
+        ratio = _default_exp_ratio(d_low, d_up)
+    t = torch.where(tiny, d_low, d_low + ratio.clamp(0, 1) * safe_width)
     tan_slope = torch.exp(t)
     tan_bias = tan_slope * (1 - t)
     exp_low, exp_up = torch.exp(d_low), torch.exp(d_up)
@@ -102,7 +111,31 @@ class Softmax(Operator):
         y_up = torch.nan_to_num(y_up, nan=1.0)
         return y_low.movedim(-1, self.dim).to(dtype), y_up.movedim(-1, self.dim).to(dtype)
 
-    def relax_rows(self, lower: torch.Tensor, upper: torch.Tensor):
+    def init_params(self, bounds):
+        """alpha-CROWN: ``exp_ratio`` (tangent points of ``exp``, per ``(i, j)``)
+        and ``recip_ratio`` (tangent point of ``1/s`` between ``sl`` and
+        ``su``), both in ``[0, 1]``; any value is sound.  Softmax axis last."""
+        lower, upper = bounds[0]
+        wd = _work_dtype(lower)
+        low = lower.to(wd).movedim(self.dim, -1).nan_to_num(0.0, 0.0, 0.0)
+        up = upper.to(wd).movedim(self.dim, -1).nan_to_num(0.0, 0.0, 0.0)
+        d_low = low.unsqueeze(-2) - up.unsqueeze(-1)
+        d_up = up.unsqueeze(-2) - low.unsqueeze(-1)
+        exp_ratio = _default_exp_ratio(d_low, d_up)
+        n = low.shape[-1]
+        off_diag = 1 - torch.eye(n, dtype=wd, device=low.device)
+        s_min = 1 + (torch.exp(d_low.clamp(max=80)) * off_diag).sum(-1)
+        s_max = 1 + (torch.exp(d_up.clamp(max=80)) * off_diag).sum(-1)
+        recip_ratio = ((torch.sqrt(s_min * s_max) - s_min) / (s_max - s_min).clamp(min=1e-30)).clamp(0, 1)
+        return {"exp_ratio": exp_ratio.to(lower.dtype).unsqueeze(1).clone(),
+                "recip_ratio": recip_ratio.to(lower.dtype).unsqueeze(1).clone()}
+
+    def clip_params(self, params):
+        for key in ("exp_ratio", "recip_ratio"):
+            if key in params:
+                params[key].data.clamp_(0.0, 1.0)
+
+    def relax_rows(self, lower: torch.Tensor, upper: torch.Tensor, params=None):
         """Linear bounds of every softmax row, with the softmax axis last.
 
         Returns ``(low_coeff, low_bias, up_coeff, up_bias)``: coefficients
@@ -125,7 +158,11 @@ class Softmax(Operator):
         # d[i, j] = x_j - x_i ranges over [l_j - u_i, u_j - l_i]; d[i, i] = 0 exactly
         d_low = (low_f.unsqueeze(-2) - up_f.unsqueeze(-1)) * off_diag
         d_up = (up_f.unsqueeze(-2) - low_f.unsqueeze(-1)) * off_diag
-        tan_slope, tan_bias, chord_slope, chord_bias = _exp_lines(d_low, d_up)
+        exp_ratio = recip_ratio = None
+        if params is not None and "exp_ratio" in params:  # (B, 1, ..., n, n) / (B, 1, ..., n)
+            exp_ratio = params["exp_ratio"].squeeze(1).to(wd)
+            recip_ratio = params["recip_ratio"].squeeze(1).to(wd).clamp(0, 1)
+        tan_slope, tan_bias, chord_slope, chord_bias = _exp_lines(d_low, d_up, exp_ratio)
         tan_slope, chord_slope = tan_slope * off_diag, chord_slope * off_diag
         tan_bias, chord_bias = tan_bias * off_diag, chord_bias * off_diag
         # s_i(x) as sum_j g_ij (x_j - x_i) + (1 + sum_j h_ij): coefficient matrix
@@ -137,7 +174,7 @@ class Softmax(Operator):
         s_min = 1 + (torch.exp(d_low) * off_diag).sum(-1)
         s_max = 1 + (torch.exp(d_up) * off_diag).sum(-1)
         # reciprocal: tangent at sqrt(s_min s_max) (below), chord (above)
-        tau = torch.sqrt(s_min * s_max)
+        tau = torch.sqrt(s_min * s_max) if recip_ratio is None else s_min + recip_ratio * (s_max - s_min)
         tan_r_slope, tan_r_bias = -1 / tau ** 2, 2 / tau
         chord_r_slope, chord_r_bias = -1 / (s_min * s_max), 1 / s_min + 1 / s_max
         low_coeff = tan_r_slope.unsqueeze(-1) * s_up_coeff
@@ -164,7 +201,7 @@ class Softmax(Operator):
     def backward(self, A: torch.Tensor, ctx):
         """Lower bound of ``sum(A * y)``: positive coefficients take the lower
         rows, negative ones the upper rows (``A: (B, S, *shape)``)."""
-        low_coeff, low_bias, up_coeff, up_bias = self.relax_rows(*ctx.input_bounds[0])
+        low_coeff, low_bias, up_coeff, up_bias = self.relax_rows(*ctx.input_bounds[0], ctx.params)
         moved = A.movedim(self.dim + 1, -1)  # (B, S, ..., n)
         a_pos, a_neg = moved.clamp(min=0), moved.clamp(max=0)
         A_in = (torch.matmul(a_pos.unsqueeze(-2), low_coeff.unsqueeze(1)).squeeze(-2)
