@@ -22,6 +22,7 @@ box, and a backward pass through the activation's relaxation cannot beat it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -77,6 +78,9 @@ class Propagator:
     #: node's output (and finally on the graph input) during :meth:`backward`;
     #: BaB reads them for branching scores and relaxed minimizers
     coefficient_hook: Callable[[str, torch.Tensor], None] | None = None
+    #: ``time.monotonic()`` after which no further backward chunk starts: the
+    #: rows left get ``-inf`` (callers intersect with IBP, so bounds stay valid)
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         self.center = (self.input_upper + self.input_lower) / 2
@@ -265,11 +269,16 @@ class Propagator:
         (second axis ``num_rows``) and betas are sliced to match.
         """
         step = self.chunk_rows(start, num_rows)
-        if step >= num_rows:
+        if step >= num_rows and not self.past_deadline():
             return self.backward(start, make_coeffs(0, num_rows), bounds, params, constraints)
         parts = []
         for r0 in range(0, num_rows, step):
             r1 = min(num_rows, r0 + step)
+            if self.past_deadline():
+                self.stats["rows_skipped"] = self.stats.get("rows_skipped", 0) + num_rows - r0
+                parts.append(torch.full((self.batch, num_rows - r0), -float("inf"),
+                                        dtype=self.input_lower.dtype, device=self.input_lower.device))
+                break
             chunk_params = None
             if params is not None:
                 chunk_params = {node: {k: (v[:, r0:r1] if v.dim() > 1 and v.shape[1] == num_rows else v)
@@ -277,6 +286,9 @@ class Propagator:
             chunk_constraints = [(c, beta[:, r0:r1]) for c, beta in constraints]
             parts.append(self.backward(start, make_coeffs(r0, r1), bounds, chunk_params, chunk_constraints))
         return torch.cat(parts, dim=1)
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     # ---------------------------------------------------- intermediate bounds
     def behind_step(self, name: str) -> bool:
@@ -380,6 +392,9 @@ class Propagator:
                 if not (self.is_affine_of_input(node.name) or isinstance(node.op, ElementwiseNonlinear)):
                     rows = row_sets[node.name] if row_sets is not None and node.name in row_sets \
                         else self.select_rows(node.name, box)
+                    if self.past_deadline():
+                        bounds[node.name] = box
+                        continue
                     if rows.num_rows > self.graph.input_numel and self.is_affine_prefix(node.name):
                         box = intersect(box, self.affine_box(node.name))
                         bounds[node.name] = box

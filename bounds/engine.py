@@ -147,7 +147,7 @@ def compute_bounds(graph: Graph, input_lower: torch.Tensor, input_upper: torch.T
             keep = {name: boxes[name] for name in _relaxed_nodes(graph)}
             return BoundResult(lower, upper if want_upper else None, keep, None, None, stats)
 
-        prop = Propagator(graph, input_lower, input_upper, config.max_coeff_elements)
+        prop = Propagator(graph, input_lower, input_upper, config.max_coeff_elements, deadline=deadline)
         boxes, row_sets = prop.intermediate_bounds(supplied=intermediate)
         output_box = boxes[graph.output_name]
         ibp_lower = spec_interval(spec_matrix, *output_box, spec_offset)[0]
