@@ -188,9 +188,14 @@ def test_acasxu_through_pipeline(net, prop, attack, expected):
     model, vnnlib = _acas(net, prop)
     result = run(model, vnnlib, VerifyConfig(timeout=30, threads=1, attack=attack))
     assert result.status == expected, result.message
-    bab = result.stats["bab"]
-    assert bab["strategy"] == "input-split" and bab["domains_visited"] >= 1 and "time_bound" in bab
+    bab = result.stats.get("bab")
+    if bab is None:
+        # alpha-CROWN may prove an unsat one before BaB when the machine is quiet enough
+        assert expected == "unsat" and result.stats.get("proven_by") in ("crown", "alpha-crown"), result.message
+    else:
+        assert bab["strategy"] == "input-split" and bab["domains_visited"] >= 1 and "time_bound" in bab
     if expected == "sat":
+        assert bab is not None  # without attacks, only BaB can find it
         assert result.counterexample is not None and "BaB" in result.message
 
 
