@@ -87,6 +87,8 @@ def test_unsat_instance_spends_bounded_work_in_attacks_before_bab():
     attack = result.stats["attack"]
     assert 0 < attack["pgd_steps"] <= config.pgd_steps
     assert attack["ort_points"] <= 1 + config.ort_samples + 8192
+    # 784 inputs, every sampled margin ~1 with a spread ~1e-3: sampling stops after its first chunk
+    assert attack["ort_hopeless_groups"] == 1 and attack["ort_points"] <= 1 + 256
 
 
 def test_acas_unsat_by_input_split_after_short_attacks():
@@ -111,6 +113,24 @@ def test_sat_instance_still_found():
     assert np.all(clause.matrix @ cex.outputs <= clause.offset + 1e-9 * (1 + np.abs(clause.offset)))
     # a sat instance never reaches BaB
     assert "bab" not in result.stats
+
+
+def test_default_threads_one_on_cpu_and_explicit_threads_kept():
+    """``threads=None`` runs CPU work on DEFAULT_CPU_THREADS (1, measured on
+    the 2-core machine); an explicit value wins."""
+    from verifier.config import DEFAULT_CPU_THREADS
+
+    before = torch.get_num_threads()
+    model = MNIST / "onnx" / "mnist-net_256x2.onnx"
+    try:
+        assert VerifyConfig(device="cpu").torch_threads() == DEFAULT_CPU_THREADS == 1
+        torch.set_num_threads(2)
+        load_graph(model, VerifyConfig(device="cpu"))
+        assert torch.get_num_threads() == 1
+        load_graph(model, VerifyConfig(device="cpu", threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------ hand-over

@@ -17,6 +17,14 @@ from dataclasses import dataclass
 # the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+#: torch intra-op threads of a CPU run when ``threads`` is not given.  Measured
+#: (benchmarks/startup_profile.py, 10 dev instances, --threads 1 and 2
+#: interleaved, 2 runs each, load average 2.3-2.8 from other jobs on the 2-core
+#: machine): one thread was as fast or faster on 9 of 10, e.g. ACAS Xu 1_1
+#: prop_3 4.5 s vs 5.4-6.2 s, oval21 img8095 2.6 s vs 2.9-4.1 s, mnist 256x2
+#: prop_9 1.5 s vs 1.7-1.9 s; dist_shift 2067 split (1.9/2.1 vs 1.9/1.7).
+DEFAULT_CPU_THREADS = 1
+
 
 @dataclass
 class VerifyConfig:
@@ -25,7 +33,8 @@ class VerifyConfig:
     ``timeout``: wall-clock budget in seconds for the whole call (start-up,
     import and parsing included); ``device``: ``"auto"`` picks CUDA when
     available; ``seed``: seeds every random choice (sampling, PGD restarts);
-    ``threads``: torch intra-op threads (``None`` keeps torch's default);
+    ``threads``: torch intra-op threads (``None``: :data:`DEFAULT_CPU_THREADS`
+    on CPU, torch's default on CUDA);
     ``verbose``: progress lines on stderr; ``debug``: tracebacks on errors.
     The attack knobs bound the falsification stages by work (sample counts,
     restarts x steps) with a small time cap each, so an unsat instance spends
@@ -64,6 +73,12 @@ class VerifyConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+    def torch_threads(self) -> int | None:
+        """Intra-op threads to set for this run (None: leave torch's setting)."""
+        if self.threads is not None:
+            return self.threads
+        return DEFAULT_CPU_THREADS if self.torch_device().type == "cpu" else None
 
     def torch_device(self):
         """The torch device to run on (imports torch)."""

@@ -88,8 +88,9 @@ def load_graph(model_path: str | os.PathLike, config: VerifyConfig):
 
     from verifier.onnx_import import load_onnx
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    threads = config.torch_threads()
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
     graph = load_onnx(os.fspath(model_path))
     return graph.to(device=config.torch_device())
 
