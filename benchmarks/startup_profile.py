@@ -10,6 +10,7 @@ verifier's time from ``anchor_cpu.csv`` and the ratio ours/reference.
 
     python -m benchmarks.startup_profile [--repeat 2] [--threads N] [--only SUBSTR]
     python -m benchmarks.startup_profile --importtime   # top import costs (python -X importtime)
+    python -m benchmarks.startup_profile --repo /tmp/old  # the same table for another checkout
 
 The load average is printed first: other jobs on the machine skew wall times.
 """
@@ -59,7 +60,7 @@ def reference_seconds() -> dict[tuple[str, str], float]:
     return table
 
 
-def run_once(onnx: str, vnnlib: str, timeout: float, threads: int | None) -> dict:
+def run_once(onnx: str, vnnlib: str, timeout: float, threads: int | None, repo: Path = REPO) -> dict:
     """One process: returns status, wall seconds and the stage seconds."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
@@ -68,7 +69,7 @@ def run_once(onnx: str, vnnlib: str, timeout: float, threads: int | None) -> dic
         if threads is not None:
             command += ["--threads", str(threads)]
         began = time.monotonic()
-        subprocess.run(command, cwd=REPO, capture_output=True, timeout=timeout + 30)
+        subprocess.run(command, cwd=repo, capture_output=True, timeout=timeout + 30)
         wall = time.monotonic() - began
         result = json.loads(out.read_text()) if out.exists() else {"status": "no-json"}
     stages = (result.get("stats") or {}).get("stages") or {}
@@ -76,17 +77,17 @@ def run_once(onnx: str, vnnlib: str, timeout: float, threads: int | None) -> dic
             **{name: float(stages.get(name, 0.0)) for name in STAGES}}
 
 
-def profile(repeat: int, timeout: float, threads: int | None, only: str | None) -> None:
+def profile(repeat: int, timeout: float, threads: int | None, only: str | None, repo: Path = REPO) -> None:
     reference = reference_seconds()
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; threads={threads}; "
-          f"median of {repeat}")
+          f"median of {repeat}; checkout {repo}")
     header = f"{'instance':14s} {'status':7s} {'wall':>6s} {'start':>6s} " + " ".join(f"{s:>6s}" for s in STAGES)
     print(header + f" {'ref':>6s} {'ratio':>6s}")
     ratios = []
     for label, onnx, vnnlib in INSTANCES:
         if only and only not in label:
             continue
-        runs = [run_once(onnx, vnnlib, timeout, threads) for _ in range(repeat)]
+        runs = [run_once(onnx, vnnlib, timeout, threads, repo) for _ in range(repeat)]
         median = {key: statistics.median(r[key] for r in runs) for key in ("wall", "inner", *STAGES)}
         statuses = "/".join(sorted({str(r["status"]) for r in runs}))
         # start-up: everything outside the pipeline's own clock (interpreter, imports, exit)
@@ -122,12 +123,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--only", help="run only instances whose label contains this")
+    parser.add_argument("--repo", type=Path, default=REPO,
+                        help="run the CLI of another checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--importtime", action="store_true", help="print the slowest imports instead")
     args = parser.parse_args(argv)
     if args.importtime:
         import_times()
     else:
-        profile(args.repeat, args.timeout, args.threads, args.only)
+        profile(args.repeat, args.timeout, args.threads, args.only, args.repo)
 
 
 if __name__ == "__main__":

@@ -126,9 +126,11 @@ def ort_falsify(model: OrtModel, spec, deadline: float, seed: int = 0, samples: 
     ``max(samples, number of boxes)`` random points spread over the boxes
     (half uniform, half vertices), evaluated in a few batched calls whatever
     the number of boxes; then, for inputs of at most ``descent_max_dims``
-    values, a 60-step descent from the best few points.  ``deadline``
-    (``time.monotonic()``) only cuts it short.  Returns a validated
-    counterexample or ``None``.
+    values, a 60-step descent from the best few points.  The samples run in
+    growing chunks (256, 512, ...); for larger inputs a group's sampling
+    stops once its margins look hopeless (:meth:`_MarginMoments.hopeless`).
+    ``deadline`` (``time.monotonic()``) only cuts it short.  Returns a
+    validated counterexample or ``None``.
     """
     stats = stats or AttackStats()
     start = time.monotonic()

@@ -23,6 +23,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 #: machine): one thread was as fast or faster on 9 of 10, e.g. ACAS Xu 1_1
 #: prop_3 4.5 s vs 5.4-6.2 s, oval21 img8095 2.6 s vs 2.9-4.1 s, mnist 256x2
 #: prop_9 1.5 s vs 1.7-1.9 s; dist_shift 2067 split (1.9/2.1 vs 1.9/1.7).
+#: At load average ~0.8, 3 interleaved runs: oval21 img8095 BaB 0.69-0.81 s on
+#: one thread vs 1.23-1.40 s on two; ACAS Xu 1_1 prop_3 BaB 2.8-3.2 s vs
+#: 2.1-2.9 s (two threads ~15% faster there).  One thread wins on balance.
 DEFAULT_CPU_THREADS = 1
 
 

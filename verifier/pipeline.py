@@ -6,8 +6,10 @@ steps) and a small time cap rather than by a share of the budget, and all by
 the deadline ``start + config.timeout``:
 
 1. **onnxruntime falsification** (:func:`verifier.attack.ort_falsify`): box
-   centres and a few thousand samples on the original model, before torch
-   is imported (a sat ACAS Xu instance ends in well under a second);
+   centres and up to a few thousand samples on the original model, before
+   torch is imported (a sat ACAS Xu instance ends in well under a second;
+   on large inputs sampling stops after 256 points when every margin is far
+   from zero);
 2. **import** of the model into a :class:`bounds.graph.Graph` (torch);
 3. **CROWN** over every property at once (:func:`incomplete_stage` with
    ``method="crown"``; many boxes are the domain axis of one pass);
