@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from bab.splits import History, Split, apply_to_boxes, split_nodes, unpad_betas
@@ -112,6 +111,8 @@ class CutPool:
 
     def _literals(self) -> tuple[dict, "sp.csr_matrix", np.ndarray]:
         """Literal ids, the ``(K, L)`` 0/1 cut-literal matrix and cut sizes (per version)."""
+        import scipy.sparse as sp  # lazily: cuts are off by default, the import costs ~70 ms per run
+
         if getattr(self, "_index", None) is None or self._index[0] != self.version:
             ids: dict[Split, int] = {}
             rows, cols = [], []
@@ -131,6 +132,8 @@ class CutPool:
         One sparse product ``cuts (K, L) @ histories (L, B)`` counts each cut's
         literals present in each history (a Python loop over postings cost a
         fifth of the search time on safenlp)."""
+        import scipy.sparse as sp  # lazily, see _literals
+
         batch = len(histories)
         if not self.entries or not batch:
             return [False] * batch, [[] for _ in range(batch)]
