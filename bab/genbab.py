@@ -27,19 +27,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
 from bab.bbps import SplitSite, bbps_scores, split_points, split_sites, width_scores
-from bab.branching import Decision, coefficient_pass, fsb_decisions, top_candidates
+from bab.branching import Decision, fsb_decisions, top_candidates
 from bab.domains import Domain, DomainStore, capacity_for, stack
-from bab.relu_split import Clauses, ReluBabSettings, _as_input, _graph_like, _Search
-from bab.splits import Split, apply_to_boxes, build_constraints, pad_betas, split_nodes, unpad_betas
+from bab.relu_split import Clauses, ReluBabSettings, _problem_tensors, _Search
 from bab.types import PROOF_TOLERANCE, BabConfig, BabOutcome, Validator
 from bounds.engine import BoundResult, compute_bounds
 from bounds.graph import Graph
-
-SPEC_START = "__spec__"
 
 
 @dataclass(frozen=True)
@@ -83,19 +79,8 @@ class _GenSearch(_Search):
         self.order = [s.source for s in self.sites]
         self.shapes = {s.source: self.graph.shape_of(s.source) for s in self.sites}
 
-    def children(self, parents: list[Domain], decisions: list[GenDecision]):
-        batch = stack(parents)
-        histories = []
-        for history, d in zip(batch.histories, decisions):
-            histories += [history + (Split(d.node, d.index, d.point, -1),),
-                          history + (Split(d.node, d.index, d.point, +1),)]
-        twice = torch.arange(len(parents), device=self.lower.device).repeat_interleave(2)
-        boxes = {k: (lo[twice], up[twice]) for k, (lo, up) in batch.boxes.items()}
-        boxes = apply_to_boxes(boxes, histories)
-        alphas = None if batch.alphas is None else {
-            n: {k: v[twice] for k, v in p.items()} for n, p in batch.alphas.items()}
-        betas = [batch.betas[i] for i in twice.tolist()]
-        return histories, boxes, alphas, betas, batch.row_lower[twice]
+    def split_point(self, decision: GenDecision) -> float:
+        return decision.point
 
 
 def _decide(search: _GenSearch, parents: list[Domain], batch, info, settings: GenBabSettings
@@ -111,11 +96,7 @@ def _decide(search: _GenSearch, parents: list[Domain], batch, info, settings: Ge
                                  info.row_lower, search.clauses.score, settings.use_lookup_table)
 
     def evaluate(pairs: list[tuple[int, Decision]]) -> torch.Tensor:
-        domains = [parents[b] for b, _ in pairs]
-        decisions = [_with_point(d, points, b) for b, d in pairs]
-        histories, boxes, alphas, betas, parent_lower = search.children(domains, decisions)
-        result = search.bound(histories, boxes, alphas, betas, optimize=False)
-        return search.clauses.score(torch.maximum(result.lower, parent_lower)).reshape(-1, 2)
+        return search.evaluate_candidates(parents, [(b, _with_point(d, points, b)) for b, d in pairs])
 
     chosen = fsb_decisions(scores, settings.candidates, evaluate)
     return [None if d is None else _with_point(d, points, b) for b, d in enumerate(chosen)]
@@ -140,12 +121,7 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
     Same arguments and outcome as :func:`bab.relu_split.relu_split_bab`.
     """
     started = time.perf_counter()
-    like = _graph_like(graph)
-    lower, upper = _as_input(box_lower, graph, like), _as_input(box_upper, graph, like)
-    spec = torch.as_tensor(np.asarray(spec_matrix) if not isinstance(spec_matrix, torch.Tensor) else spec_matrix)
-    spec = spec.to(like).reshape(1, -1, graph.output_numel)
-    offset = torch.as_tensor(np.asarray(spec_offset) if not isinstance(spec_offset, torch.Tensor) else spec_offset)
-    offset = offset.to(like).reshape(1, -1)
+    like, lower, upper, spec, offset = _problem_tensors(graph, box_lower, box_upper, spec_matrix, spec_offset)
     clauses = Clauses.of(clause_of_row, like.device)
     settings = settings or resolve_settings(graph, int(spec.shape[1]), config)
     search = _GenSearch(graph, lower, upper, spec, offset, clauses, settings, deadline, validator)
@@ -177,18 +153,11 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
     stats["root_bound"] = score
     if score > PROOF_TOLERANCE:
         return finish("unsat")
-    t0 = time.perf_counter()
     gen = torch.Generator(device="cpu").manual_seed(0)
     randoms = torch.rand((7,) + tuple(lower.shape[1:]), generator=gen).to(lower)
-    if search.pgd(torch.cat([centre, lower + (upper - lower) * randoms])):
-        search.timed("attack", t0)
+    if search.timed_pgd(torch.cat([centre, lower + (upper - lower) * randoms])):
         return finish("sat")
-    search.timed("attack", t0)
-    alphas = (result.alphas or {}).get(SPEC_START)
-    root_domain = Domain((), row_lower[0], score,
-                         {k: (lo[0], up[0]) for k, (lo, up) in result.intermediate.items()},
-                         None if alphas is None else {n: {k: v[0] for k, v in p.items()} for n, p in alphas.items()},
-                         None)
+    root_domain = search.root_domain(result, row_lower, score)
     store = DomainStore(capacity_for(root_domain, settings.memory_bytes, settings.max_domains))
     store.push(root_domain)
     undecided = False
@@ -200,28 +169,13 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
         parents = store.pop(settings.batch_size)
         stats["batches"] += 1
         batch = stack(parents)
-        nodes = split_nodes(batch.histories, search.order)
 
         t0 = time.perf_counter()
-        constraints = build_constraints(batch.histories, search.shapes, nodes, lower)
-        betas = pad_betas(batch.betas, batch.histories, nodes, int(spec.shape[1]), lower)
-        count = len(parents)
-        info = coefficient_pass(graph, lower.expand(count, *lower.shape[1:]), upper.expand(count, *upper.shape[1:]),
-                                spec, offset, batch.boxes, batch.alphas, list(zip(constraints, betas)), search.sites)
+        info = search.coefficients(batch)
         search.timed("branching", t0)
 
-        t0 = time.perf_counter()
-        weights = clauses.open_rows(batch.row_lower)
-        with torch.no_grad():
-            if info.input_coeffs is not None and search.try_points(search.minimizers(info.input_coeffs, weights)):
-                search.timed("attack", t0)
-                return finish("sat")
-        if stats["batches"] % settings.attack_interval == 0:
-            starts = search.minimizers(info.input_coeffs, weights)[:32] if info.input_coeffs is not None else centre
-            if search.pgd(starts):
-                search.timed("attack", t0)
-                return finish("sat")
-        search.timed("attack", t0)
+        if search.attack_batch(info, clauses.open_rows(batch.row_lower), centre):
+            return finish("sat")
 
         t0 = time.perf_counter()
         decisions = _decide(search, parents, batch, info, settings)
@@ -236,26 +190,6 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
             kind = kinds[dec.node]
             stats["split_kinds"][kind] = stats["split_kinds"].get(kind, 0) + 1
 
-        t0 = time.perf_counter()
-        histories, boxes, alphas, betas, parent_lower = search.children(
-            [d for d, _ in splittable], [dec for _, dec in splittable])
-        result = search.bound(histories, boxes, alphas, betas, optimize=True)
-        child_lower = torch.maximum(result.lower, parent_lower)
-        child_scores = clauses.score(child_lower)
-        stats["domains_visited"] += len(histories)
-        new_alphas = (result.alphas or {}).get(SPEC_START)
-        new_betas = unpad_betas(result.betas or [], histories, split_nodes(histories, search.order))
-        for i, history in enumerate(histories):
-            if float(child_scores[i]) > PROOF_TOLERANCE:
-                continue
-            store.push(Domain(history, child_lower[i], float(child_scores[i]),
-                              {k: (lo[i].clone(), up[i].clone()) for k, (lo, up) in result.intermediate.items()},
-                              None if new_alphas is None else {
-                                  n: {k: v[i].clone() for k, v in p.items()} for n, p in new_alphas.items()},
-                              new_betas[i] if result.betas else None))
-        stats["max_depth"] = max(stats["max_depth"], store.max_depth)
-        search.timed("bounding", t0)
-        if progress is not None:
-            progress({"domains_left": len(store), "domains_visited": stats["domains_visited"],
-                      "global_lower": store.worst_score(), "elapsed": time.perf_counter() - started})
+        search.expand(store, splittable)
+        search.report(progress, store, started)
     return finish("unknown" if undecided else "unsat")

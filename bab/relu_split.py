@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from bab.biccos import Biccos, cuts_enabled
-from bab.branching import (Decision, ReluSite, babsr_decisions, babsr_scores, coefficient_pass,
+from bab.branching import (ReluSite, babsr_decisions, babsr_scores, coefficient_pass,
                            fsb_decisions, relu_sites)
 from bab.domains import Domain, DomainStore, capacity_for, stack
 from bab.splits import apply_to_boxes, branch, build_constraints, pad_betas, split_nodes, unpad_betas
@@ -235,12 +235,16 @@ class _Search:
                                           "betas": warm_betas},
                               deadline=self.deadline)
 
-    def children(self, parents: list[Domain], decisions: list[Decision]):
+    def split_point(self, decision) -> float:
+        """Where a decision cuts its neuron: 0 for ReLU splits (GenBaB overrides)."""
+        return 0.0
+
+    def children(self, parents: list[Domain], decisions: list):
         """Histories, cut boxes, warm starts and parent bounds of both children of each parent."""
         batch = stack(parents)
         histories = []
         for history, d in zip(batch.histories, decisions):
-            below, above = branch(d.node, d.index, 0.0)
+            below, above = branch(d.node, d.index, self.split_point(d))
             histories += [history + (below,), history + (above,)]
         twice = torch.arange(len(parents), device=self.lower.device).repeat_interleave(2)
         boxes = {k: (lo[twice], up[twice]) for k, (lo, up) in batch.boxes.items()}
@@ -249,6 +253,88 @@ class _Search:
             n: {k: v[twice] for k, v in p.items()} for n, p in batch.alphas.items()}
         betas = [batch.betas[i] for i in twice.tolist()]
         return histories, boxes, alphas, betas, batch.row_lower[twice]
+
+    def evaluate_candidates(self, parents: list[Domain], pairs) -> torch.Tensor:
+        """Child scores ``(len(pairs), 2)`` of FSB candidates ``(parent index, decision)``
+        by one plain CROWN pass."""
+        domains = [parents[b] for b, _ in pairs]
+        histories, boxes, alphas, betas, parent_lower = self.children(domains, [d for _, d in pairs])
+        result = self.bound(histories, boxes, alphas, betas, optimize=False)
+        scores = self.clauses.score(torch.maximum(result.lower, parent_lower))
+        return scores.reshape(-1, 2)
+
+    # ---------------------------------------------------------- search steps
+    def root_domain(self, result: BoundResult, row_lower: torch.Tensor, score: float) -> Domain:
+        """The whole box as a domain, warm-started from the root pass."""
+        alphas = (result.alphas or {}).get(SPEC_START)
+        return Domain((), row_lower[0], score,
+                      {k: (lo[0], up[0]) for k, (lo, up) in result.intermediate.items()},
+                      None if alphas is None else {n: {k: v[0] for k, v in p.items()} for n, p in alphas.items()},
+                      None)
+
+    def timed_pgd(self, starts: torch.Tensor) -> bool:
+        """PGD from ``starts``, timed as attack."""
+        t0 = time.perf_counter()
+        found = self.pgd(starts)
+        self.timed("attack", t0)
+        return found
+
+    def coefficients(self, batch):
+        """One CROWN pass over a stacked batch recording coefficients
+        (branching scores, relaxed minimizers)."""
+        count = len(batch.histories)
+        nodes = split_nodes(batch.histories, self.order)
+        constraints = build_constraints(batch.histories, self.shapes, nodes, self.lower)
+        betas = pad_betas(batch.betas, batch.histories, nodes, int(self.spec.shape[1]), self.lower)
+        return coefficient_pass(self.graph, self.lower.expand(count, *self.lower.shape[1:]),
+                                self.upper.expand(count, *self.upper.shape[1:]), self.spec, self.offset,
+                                batch.boxes, batch.alphas, list(zip(constraints, betas)), self.sites)
+
+    def attack_batch(self, info, weights: torch.Tensor, centre: torch.Tensor) -> bool:
+        """Falsify on a popped batch: validate its relaxed minimizers, and every
+        ``attack_interval`` batches run a short PGD from them (timed as attack)."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            found = info.input_coeffs is not None and self.try_points(self.minimizers(info.input_coeffs, weights))
+        if not found and self.stats["batches"] % self.settings.attack_interval == 0:
+            starts = self.minimizers(info.input_coeffs, weights)[:32] if info.input_coeffs is not None else centre
+            found = self.pgd(starts)
+        self.timed("attack", t0)
+        return found
+
+    def expand(self, store: DomainStore, splittable: list) -> None:
+        """Bound both children of every ``(domain, decision)`` in one batched
+        alpha/beta-CROWN pass and push the unverified ones (timed as bounding)."""
+        t0 = time.perf_counter()
+        histories, boxes, alphas, betas, parent_lower = self.children(
+            [d for d, _ in splittable], [dec for _, dec in splittable])
+        if self.biccos is not None:
+            boxes = self.biccos.propagate(histories, boxes)
+        result = self.bound(histories, boxes, alphas, betas, optimize=True)
+        child_lower = torch.maximum(result.lower, parent_lower)  # a child is a subset of its parent
+        child_scores = self.clauses.score(child_lower)
+        self.stats["domains_visited"] += len(histories)
+        new_alphas = (result.alphas or {}).get(SPEC_START)
+        new_betas = unpad_betas(result.betas or [], histories, split_nodes(histories, self.order))
+        if self.biccos is not None:
+            self.biccos.observe_betas(result.betas)
+            self.biccos.learn(self, histories, result.betas, (child_scores > PROOF_TOLERANCE).tolist(),
+                              alphas=new_alphas)
+        for i, history in enumerate(histories):
+            if float(child_scores[i]) > PROOF_TOLERANCE:
+                continue
+            store.push(Domain(history, child_lower[i], float(child_scores[i]),
+                              {k: (lo[i].clone(), up[i].clone()) for k, (lo, up) in result.intermediate.items()},
+                              None if new_alphas is None else {
+                                  n: {k: v[i].clone() for k, v in p.items()} for n, p in new_alphas.items()},
+                              new_betas[i] if result.betas else None))
+        self.stats["max_depth"] = max(self.stats["max_depth"], store.max_depth)
+        self.timed("bounding", t0)
+
+    def report(self, progress: Callable[[dict], None] | None, store: DomainStore, started: float) -> None:
+        if progress is not None:
+            progress({"domains_left": len(store), "domains_visited": self.stats["domains_visited"],
+                      "global_lower": store.worst_score(), "elapsed": time.perf_counter() - started})
 
     # ---------------------------------------------------------------- leaves
     def leaf_lp_applies(self) -> bool:
@@ -321,6 +407,17 @@ def _graph_like(graph: Graph) -> torch.Tensor:
     return torch.zeros(())
 
 
+def _problem_tensors(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset):
+    """``like, lower (1, *in), upper, spec (1, S, n_out), offset (1, S)`` on the graph's device/dtype."""
+    like = _graph_like(graph)
+    lower, upper = _as_input(box_lower, graph, like), _as_input(box_upper, graph, like)
+    spec = torch.as_tensor(np.asarray(spec_matrix) if not isinstance(spec_matrix, torch.Tensor) else spec_matrix)
+    spec = spec.to(like).reshape(1, -1, graph.output_numel)
+    offset = torch.as_tensor(np.asarray(spec_offset) if not isinstance(spec_offset, torch.Tensor) else spec_offset)
+    offset = offset.to(like).reshape(1, -1)
+    return like, lower, upper, spec, offset
+
+
 def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, clause_of_row,
                    config: BabConfig, deadline: float, validator: Validator | None,
                    progress: Callable[[dict], None] | None = None, *,
@@ -336,12 +433,7 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     ``unknown`` with stats (domains visited, max depth, time per phase).
     """
     started = time.perf_counter()
-    like = _graph_like(graph)
-    lower, upper = _as_input(box_lower, graph, like), _as_input(box_upper, graph, like)
-    spec = torch.as_tensor(np.asarray(spec_matrix) if not isinstance(spec_matrix, torch.Tensor) else spec_matrix)
-    spec = spec.to(like).reshape(1, -1, graph.output_numel)
-    offset = torch.as_tensor(np.asarray(spec_offset) if not isinstance(spec_offset, torch.Tensor) else spec_offset)
-    offset = offset.to(like).reshape(1, -1)
+    like, lower, upper, spec, offset = _problem_tensors(graph, box_lower, box_upper, spec_matrix, spec_offset)
     spec, offset, clause_of_row = _with_clause_means(spec, offset, clause_of_row)
     clauses = Clauses.of(clause_of_row, like.device)
     settings = settings or resolve_settings(graph, int(spec.shape[1]), config)
@@ -382,16 +474,9 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
     stats["root_bound"] = score
     if score > PROOF_TOLERANCE:
         return finish("unsat")
-    t0 = time.perf_counter()
-    if search.pgd(torch.cat([centre, lower + (upper - lower) * torch.rand(7, *lower.shape[1:]).to(lower)])):
-        search.timed("attack", t0)
+    if search.timed_pgd(torch.cat([centre, lower + (upper - lower) * torch.rand(7, *lower.shape[1:]).to(lower)])):
         return finish("sat")
-    search.timed("attack", t0)
-    alphas = (result.alphas or {}).get(SPEC_START)
-    root_domain = Domain((), row_lower[0], score,
-                         {k: (lo[0], up[0]) for k, (lo, up) in result.intermediate.items()},
-                         None if alphas is None else {n: {k: v[0] for k, v in p.items()} for n, p in alphas.items()},
-                         None)
+    root_domain = search.root_domain(result, row_lower, score)
     if biccos is not None and biccos.root_boxes is None:
         biccos.root_boxes = {k: (lo[:1], up[:1]) for k, (lo, up) in result.intermediate.items()}
     root_result = result
@@ -433,38 +518,23 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
                 continue
         stats["batches"] += 1
         batch = stack(parents)
-        nodes = split_nodes(batch.histories, search.order)
 
         # coefficients: branching scores and attack candidates
         t0 = time.perf_counter()
-        constraints = build_constraints(batch.histories, search.shapes, nodes, lower)
-        betas = pad_betas(batch.betas, batch.histories, nodes, int(spec.shape[1]), lower)
-        n_parents = len(parents)
-        info = coefficient_pass(graph, lower.expand(n_parents, *lower.shape[1:]),
-                                upper.expand(n_parents, *upper.shape[1:]), spec, offset, batch.boxes,
-                                batch.alphas, list(zip(constraints, betas)), search.sites)
+        info = search.coefficients(batch)
         weights = clauses.open_rows(batch.row_lower)
         scores = babsr_scores(search.sites, batch.boxes, info.relu_coeffs, batch.alphas, weights)
         if biccos is not None:
             scores = biccos.rescore(scores)
         search.timed("branching", t0)
 
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            if info.input_coeffs is not None and search.try_points(search.minimizers(info.input_coeffs, weights)):
-                search.timed("attack", t0)
-                return finish("sat")
-        if stats["batches"] % settings.attack_interval == 0:
-            starts = search.minimizers(info.input_coeffs, weights)[:32] if info.input_coeffs is not None else centre
-            if search.pgd(starts):
-                search.timed("attack", t0)
-                return finish("sat")
-        search.timed("attack", t0)
+        if search.attack_batch(info, weights, centre):
+            return finish("sat")
 
         t0 = time.perf_counter()
         if settings.branching == "fsb":
             decisions = fsb_decisions(scores, settings.fsb_candidates,
-                                      lambda pairs: _evaluate_candidates(search, parents, pairs))
+                                      lambda pairs: search.evaluate_candidates(parents, pairs))
         else:
             decisions = babsr_decisions(scores)
         search.timed("branching", t0)
@@ -490,41 +560,7 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         if not splittable:
             continue
 
-        t0 = time.perf_counter()
-        histories, boxes, alphas, betas, parent_lower = search.children(
-            [d for d, _ in splittable], [d for _, d in splittable])
-        if biccos is not None:
-            boxes = biccos.propagate(histories, boxes)
-        result = search.bound(histories, boxes, alphas, betas, optimize=True)
-        child_lower = torch.maximum(result.lower, parent_lower)
-        child_scores = clauses.score(child_lower)
-        stats["domains_visited"] += len(histories)
-        new_alphas = (result.alphas or {}).get(SPEC_START)
-        new_betas = unpad_betas(result.betas or [], histories, split_nodes(histories, search.order))
-        if biccos is not None:
-            biccos.observe_betas(result.betas)
-            biccos.learn(search, histories, result.betas, (child_scores > PROOF_TOLERANCE).tolist(),
-                         alphas=new_alphas)
-        for i, history in enumerate(histories):
-            if float(child_scores[i]) > PROOF_TOLERANCE:
-                continue
-            store.push(Domain(history, child_lower[i], float(child_scores[i]),
-                              {k: (lo[i].clone(), up[i].clone()) for k, (lo, up) in result.intermediate.items()},
-                              None if new_alphas is None else {
-                                  n: {k: v[i].clone() for k, v in p.items()} for n, p in new_alphas.items()},
-                              new_betas[i] if result.betas else None))
-        stats["max_depth"] = max(stats["max_depth"], store.max_depth)
-        search.timed("bounding", t0)
-        if progress is not None:
-            progress({"domains_left": len(store), "domains_visited": stats["domains_visited"],
-                      "global_lower": store.worst_score(), "elapsed": time.perf_counter() - started})
+        search.expand(store, splittable)
+        search.report(progress, store, started)
     return finish("unknown" if undecided else "unsat")
 
-
-def _evaluate_candidates(search: _Search, parents: list[Domain], pairs) -> torch.Tensor:
-    """Child scores ``(len(pairs), 2)`` of FSB candidates by one plain CROWN pass."""
-    domains = [parents[b] for b, _ in pairs]
-    histories, boxes, alphas, betas, parent_lower = search.children(domains, [d for _, d in pairs])
-    result = search.bound(histories, boxes, alphas, betas, optimize=False)
-    scores = search.clauses.score(torch.maximum(result.lower, parent_lower))
-    return scores.reshape(-1, 2)
