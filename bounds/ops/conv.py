@@ -18,9 +18,12 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def _flat(x: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Size]:
+def _on_flat(x: torch.Tensor, dims: int, fn) -> torch.Tensor:
+    """``fn`` on ``x`` with every axis before ``(C, *spatial)`` flattened into
+    the torch batch axis; the leading axes are restored on the result."""
     lead = x.shape[:-(dims + 1)]
-    return x.reshape(-1, *x.shape[-(dims + 1):]), lead
+    y = fn(x.reshape(-1, *x.shape[-(dims + 1):]))
+    return y.reshape(*lead, *y.shape[1:])
 
 
 def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
@@ -32,7 +35,45 @@ def _torch_pads(pads: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-class Conv(Operator):
+def _crop(x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+    """Remove ONNX ``pads`` (begins..., ends...) from the spatial axes."""
+    return F.pad(x, tuple(-p for p in _torch_pads(pads)))
+
+
+class _ConvolutionBase(Operator):
+    """Shared by Conv and ConvTranspose: ``y = L(x, W) + b`` with ``L`` linear
+    in ``x`` and in ``W`` (subclasses give ``_apply``)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    dims: int
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+
+    def _apply(self, x, weight, bias):
+        raise NotImplementedError
+
+    def forward(self, x):
+        return self._apply(x, self.weight, self.bias)
+
+    def interval(self, bounds):
+        """Centre/radius form: ``L(c, W) + b -+ L(r, |W|)``."""
+        lower, upper = bounds
+        center = self._apply((upper + lower) / 2, self.weight, self.bias)
+        radius = self._apply((upper - lower) / 2, self.weight.abs(), None)
+        return center - radius, center + radius
+
+    def _bias_term(self, A: torch.Tensor):
+        """``sum(A * b)`` per row, ``b`` broadcast over the spatial axes."""
+        if self.bias is None:
+            return 0.0
+        return sum_tail(A.sum(dim=tuple(range(A.dim() - self.dims, A.dim()))) * self.bias)
+
+    def __repr__(self):
+        return f"{self.op_type}(W{list(self.weight.shape)}, stride={self.strides}, pads={self.pads})"
+
+
+class Conv(_ConvolutionBase):
     """``y = conv(x, W) + b`` with ONNX strides/pads/dilations/group."""
 
     op_type = "Conv"
@@ -56,46 +97,30 @@ class Conv(Operator):
         self.output_padding = tuple(padded[i] - ((self.out_spatial[i] - 1) * self.strides[i] + ksize[i])
                                     for i in range(d))
 
-    def _conv(self, x, weight, bias):
-        flat, lead = _flat(x, self.dims)
-        if self.symmetric:
-            y = _CONV[self.dims](flat, weight, bias, self.strides, self.pads[:self.dims], self.dilations, self.group)
-        else:
-            y = _CONV[self.dims](F.pad(flat, _torch_pads(self.pads)), weight, bias, self.strides, 0,
-                                 self.dilations, self.group)
-        return y.reshape(*lead, *y.shape[1:])
+    def _apply(self, x, weight, bias):
+        d = self.dims
 
-    def forward(self, x):
-        return self._conv(x, self.weight, self.bias)
-
-    def interval(self, bounds):
-        lower, upper = bounds
-        center = self._conv((upper + lower) / 2, self.weight, self.bias)
-        radius = self._conv((upper - lower) / 2, self.weight.abs(), None)
-        return center - radius, center + radius
+        def conv(flat):
+            if self.symmetric:
+                return _CONV[d](flat, weight, bias, self.strides, self.pads[:d], self.dilations, self.group)
+            return _CONV[d](F.pad(flat, _torch_pads(self.pads)), weight, bias, self.strides, 0,
+                            self.dilations, self.group)
+        return _on_flat(x, d, conv)
 
     def backward(self, A, ctx: BackwardContext):
         """``sum(A * conv(x)) = sum(conv_transpose(A) * x) + sum(A * b)``."""
-        flat, lead = _flat(A, self.dims)
         d = self.dims
-        if self.symmetric:
-            A_in = _CONV_T[d](flat, self.weight, None, self.strides, self.pads[:d], self.output_padding,
-                              self.group, self.dilations)
-        else:
-            A_in = _CONV_T[d](flat, self.weight, None, self.strides, 0, self.output_padding,
-                              self.group, self.dilations)
-            A_in = F.pad(A_in, tuple(-p for p in _torch_pads(self.pads)))
-        A_in = A_in.reshape(*lead, *A_in.shape[1:])
-        bias = 0.0
-        if self.bias is not None:
-            bias = sum_tail(A.sum(dim=tuple(range(A.dim() - d, A.dim()))) * self.bias)
-        return [A_in], bias
 
-    def __repr__(self):
-        return f"Conv(W{list(self.weight.shape)}, stride={self.strides}, pads={self.pads})"
+        def adjoint(flat):
+            if self.symmetric:
+                return _CONV_T[d](flat, self.weight, None, self.strides, self.pads[:d], self.output_padding,
+                                  self.group, self.dilations)
+            return _crop(_CONV_T[d](flat, self.weight, None, self.strides, 0, self.output_padding,
+                                    self.group, self.dilations), self.pads)
+        return [_on_flat(A, d, adjoint)], self._bias_term(A)
 
 
-class ConvTranspose(Operator):
+class ConvTranspose(_ConvolutionBase):
     """``y = conv_transpose(x, W) + b``; ONNX pads crop the full output (begins, ends)."""
 
     op_type = "ConvTranspose"
@@ -110,37 +135,22 @@ class ConvTranspose(Operator):
         self.group = int(group)
         self.output_padding = tuple(output_padding)
 
-    def _conv_t(self, x, weight, bias):
-        flat, lead = _flat(x, self.dims)
-        y = _CONV_T[self.dims](flat, weight, bias, self.strides, 0, self.output_padding, self.group, self.dilations)
-        if any(self.pads):
-            y = F.pad(y, tuple(-p for p in _torch_pads(self.pads)))
-        return y.reshape(*lead, *y.shape[1:])
-
-    def forward(self, x):
-        return self._conv_t(x, self.weight, self.bias)
-
-    def interval(self, bounds):
-        lower, upper = bounds
-        center = self._conv_t((upper + lower) / 2, self.weight, self.bias)
-        radius = self._conv_t((upper - lower) / 2, self.weight.abs(), None)
-        return center - radius, center + radius
+    def _apply(self, x, weight, bias):
+        def conv_t(flat):
+            y = _CONV_T[self.dims](flat, weight, bias, self.strides, 0, self.output_padding, self.group,
+                                   self.dilations)
+            return _crop(y, self.pads) if any(self.pads) else y
+        return _on_flat(x, self.dims, conv_t)
 
     def backward(self, A, ctx: BackwardContext):
         """Adjoint of the cropped transposed convolution: zero-pad back, then convolve."""
         d = self.dims
-        flat, lead = _flat(A, d)
-        if any(self.pads):
-            flat = F.pad(flat, _torch_pads(self.pads))
-        A_in = _CONV[d](flat, self.weight, None, self.strides, 0, self.dilations, self.group)
-        A_in = A_in.reshape(*lead, *A_in.shape[1:])
-        bias = 0.0
-        if self.bias is not None:
-            bias = sum_tail(A.sum(dim=tuple(range(A.dim() - d, A.dim()))) * self.bias)
-        return [A_in], bias
 
-    def __repr__(self):
-        return f"ConvTranspose(W{list(self.weight.shape)}, stride={self.strides}, pads={self.pads})"
+        def adjoint(flat):
+            if any(self.pads):
+                flat = F.pad(flat, _torch_pads(self.pads))
+            return _CONV[d](flat, self.weight, None, self.strides, 0, self.dilations, self.group)
+        return [_on_flat(A, d, adjoint)], self._bias_term(A)
 
 
 def _text(value, default):
@@ -154,18 +164,24 @@ def _same_pads(total: list[int], auto_pad: str) -> list[int]:
     return begins + [t - b for t, b in zip(total, begins)]
 
 
-@register("Conv")
-def build_conv(ctx: NodeContext):
+def _common_attrs(ctx: NodeContext, kind: str):
+    """Input, constant weight/bias, spatial dims, strides and dilations of a Conv/ConvTranspose node."""
     x = ctx.var(0)
     if not ctx.is_const(1) or (ctx.has_input(2) and not ctx.is_const(2)):
-        raise BuildError("Conv with variable weights")
+        raise BuildError(f"{kind} with variable weights")
     weight = ctx.const(1, float_=True)
     bias = ctx.const(2, float_=True) if ctx.has_input(2) else None
     d = weight.dim() - 2
-    if d not in _CONV or x.rank < d + 1:
-        raise BuildError(f"Conv with {d} spatial dims on rank {x.rank}")
     strides = list(ctx.attr("strides", [1] * d))
     dilations = list(ctx.attr("dilations", [1] * d))
+    return x, weight, bias, d, strides, dilations
+
+
+@register("Conv")
+def build_conv(ctx: NodeContext):
+    x, weight, bias, d, strides, dilations = _common_attrs(ctx, "Conv")
+    if d not in _CONV or x.rank < d + 1:
+        raise BuildError(f"Conv with {d} spatial dims on rank {x.rank}")
     auto_pad = _text(ctx.attr("auto_pad"), "NOTSET")
     spatial = x.shape[-d:]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -185,14 +201,7 @@ def build_conv(ctx: NodeContext):
 
 @register("ConvTranspose")
 def build_conv_transpose(ctx: NodeContext):
-    x = ctx.var(0)
-    if not ctx.is_const(1) or (ctx.has_input(2) and not ctx.is_const(2)):
-        raise BuildError("ConvTranspose with variable weights")
-    weight = ctx.const(1, float_=True)
-    bias = ctx.const(2, float_=True) if ctx.has_input(2) else None
-    d = weight.dim() - 2
-    strides = list(ctx.attr("strides", [1] * d))
-    dilations = list(ctx.attr("dilations", [1] * d))
+    x, weight, bias, d, strides, dilations = _common_attrs(ctx, "ConvTranspose")
     output_padding = list(ctx.attr("output_padding", [0] * d))
     spatial = x.shape[-d:]
     full = [strides[i] * (spatial[i] - 1) + output_padding[i] + dilations[i] * (weight.shape[2 + i] - 1) + 1
