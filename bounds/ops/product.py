@@ -15,23 +15,7 @@ from __future__ import annotations
 import torch
 
 from bounds.ops.base import BackwardContext, Operator, sum_tail
-
-
-def _lift(t: torch.Tensor, rank: int) -> torch.Tensor:
-    """Insert unit axes after the batch axis so the per-sample part has ``rank`` axes."""
-    missing = rank - (t.dim() - 1)
-    return t.reshape(t.shape[0], *([1] * missing), *t.shape[1:]) if missing > 0 else t
-
-
-def _sum_to(A: torch.Tensor, shape: tuple[int, ...], lead: int = 2) -> torch.Tensor:
-    """Adjoint of broadcasting ``(lead axes, shape)`` up to ``A``'s shape."""
-    extra = A.dim() - lead - len(shape)
-    if extra > 0:
-        A = A.sum(dim=tuple(range(lead, lead + extra)))
-    dims = tuple(lead + i for i, s in enumerate(shape) if s == 1 and A.shape[lead + i] != 1)
-    if dims:
-        A = A.sum(dim=dims, keepdim=True)
-    return A
+from bounds.ops.broadcast import lift_rank, sum_to_shape
 
 
 def _rounding_margin(*terms: torch.Tensor) -> torch.Tensor:
@@ -52,13 +36,13 @@ class Mul2(Operator):
 
     def forward(self, x, y):
         rank = max(x.dim(), y.dim()) - 1  # align per-sample axes, never the batch axis
-        return _lift(x, rank) * _lift(y, rank)
+        return lift_rank(x, rank) * lift_rank(y, rank)
 
     def interval(self, x_bounds, y_bounds):
         xl, xu = x_bounds
         yl, yu = y_bounds
         rank = max(xl.dim(), yl.dim()) - 1
-        xl, xu, yl, yu = (_lift(t, rank) for t in (xl, xu, yl, yu))
+        xl, xu, yl, yu = (lift_rank(t, rank) for t in (xl, xu, yl, yu))
         corners = torch.stack(torch.broadcast_tensors(xl * yl, xl * yu, xu * yl, xu * yu))
         return corners.amin(0), corners.amax(0)
 
@@ -68,7 +52,7 @@ class Mul2(Operator):
         xl, xu = x_bounds
         yl, yu = y_bounds
         rank = max(xl.dim(), yl.dim()) - 1
-        xl, xu, yl, yu = (_lift(t, rank) for t in (xl, xu, yl, yu))
+        xl, xu, yl, yu = (lift_rank(t, rank) for t in (xl, xu, yl, yu))
         lam_low = lam_up = 0.5
         if params is not None and "lower_mix" in params:
             lam_low = params["lower_mix"].squeeze(1).clamp(0, 1)
@@ -92,7 +76,7 @@ class Mul2(Operator):
         A_y = a_pos * low_y.unsqueeze(1) + a_neg * up_y.unsqueeze(1)
         bias = sum_tail(a_pos * low_b.unsqueeze(1) + a_neg * up_b.unsqueeze(1))
         shape_x, shape_y = ctx.input_shapes
-        return [_sum_to(A_x, tuple(shape_x)), _sum_to(A_y, tuple(shape_y))], bias
+        return [sum_to_shape(A_x, tuple(shape_x)), sum_to_shape(A_y, tuple(shape_y))], bias
 
     def init_params(self, bounds):
         lower, _ = self.interval(*bounds)
@@ -129,7 +113,7 @@ class MatMul2(Operator):
         if y.dim() == 2:
             y = y.unsqueeze(-1)
         rank = max(x.dim(), y.dim()) - 1
-        return _lift(x, rank), _lift(y, rank)
+        return lift_rank(x, rank), lift_rank(y, rank)
 
     @staticmethod
     def _restore(z: torch.Tensor, x_vec: bool, y_vec: bool) -> torch.Tensor:
@@ -180,4 +164,4 @@ class MatMul2(Operator):
             A_x = A_x.squeeze(-2)
         if y_vec:
             A_y = A_y.squeeze(-1)
-        return [_sum_to(A_x, shape_x), _sum_to(A_y, shape_y)], bias
+        return [sum_to_shape(A_x, shape_x), sum_to_shape(A_y, shape_y)], bias
