@@ -36,12 +36,11 @@ no on-disk cache of parsed specs: it would not pay for its invalidation rules.
 from __future__ import annotations
 
 import gzip
-import math
 import os
-from dataclasses import dataclass, field
 
 from vnnlib.dnf import DNF, Conjunction, SpecProblem, assemble, conjoin, disjoin
 from vnnlib.errors import VnnlibError
+from vnnlib.linear import Linear, Variable, add_comparison, difference_of, product_of, sum_of
 from vnnlib.spec import Spec
 from vnnlib.tokens import ATOM_LEFT, ATOM_RIGHT, COMPARISONS, PLAIN, TokenStream
 
@@ -51,27 +50,13 @@ _MAX_NESTING = 400  # keeps the recursion well inside Python's default limit
 _BOUND_SIDES = {"<=": (True,), "<": (True,), ">=": (False,), ">": (False,), "=": (True, False)}
 _MIRROR = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "=": "="}
 
-Variable = tuple[bool, int]  # (is_output, index)
-
-
-@dataclass
-class Linear:
-    """``sum(coefficients[v] * v) + constant`` over declared variables."""
-
-    coefficients: dict[Variable, float] = field(default_factory=dict)
-    constant: float = 0.0
-
-    def scaled(self, factor: float) -> "Linear":
-        return Linear({v: c * factor for v, c in self.coefficients.items()}, self.constant * factor)
-
-    def add(self, other: "Linear", sign: float = 1.0) -> None:
-        for variable, value in other.coefficients.items():
-            self.coefficients[variable] = self.coefficients.get(variable, 0.0) + sign * value
-        self.constant += sign * other.constant
-
-
 def _name(variable: Variable) -> str:
     return f"{'Y' if variable[0] else 'X'}_{variable[1]}"
+
+
+def _several_inputs(inputs: list[Variable]) -> str:
+    names = ", ".join(_name(v) for v in sorted(inputs))
+    return f"general constraint over several inputs ({names}); expected single-variable bounds such as (<= X_0 1.0)"
 
 
 class _Parser:
@@ -353,33 +338,11 @@ class _Parser:
 
         Returns False when a row is constant-false (the disjunct is empty).
         """
-        difference = Linear(dict(left.coefficients), left.constant)
-        difference.add(right, -1.0)  # left - right <= 0 for '<='
-        for upper in _BOUND_SIDES[op]:
-            sign = 1.0 if upper else -1.0
-            row = {v: sign * c for v, c in difference.coefficients.items() if c != 0.0}
-            bound = -sign * difference.constant
-            if not math.isfinite(bound) or not all(math.isfinite(c) for c in row.values()):
-                raise self.fail(index, "constraint with a non-finite coefficient or constant")
-            if not row:
-                if 0.0 <= bound:
-                    continue  # constant-true row
-                return False
-            inputs = [v for v in row if not v[0]]
-            if inputs and len(inputs) < len(row):
-                raise self.fail(index, "constraint mixes inputs (X) and outputs (Y); expected "
-                                       "input bounds and output constraints in separate atoms")
-            if len(inputs) > 1:
-                names = ", ".join(_name(v) for v in sorted(inputs))
-                raise self.fail(index, f"general constraint over several inputs ({names}); "
-                                       "expected single-variable bounds such as (<= X_0 1.0)")
-            if inputs:
-                (variable, factor), = row.items()
-                conjunction.inputs.append((variable[1], factor > 0.0, bound / factor, index))
-            else:
-                coefficients = tuple(sorted((v[1], c) for v, c in row.items()))
-                conjunction.outputs.append((coefficients, bound))
-        return True
+        return add_comparison(
+            conjunction, index, _BOUND_SIDES[op], left, right, lambda message: self.fail(index, message),
+            "constraint mixes inputs (X) and outputs (Y); expected input bounds and output constraints "
+            "in separate atoms",
+            _several_inputs)
 
     # -- terms -----------------------------------------------------------
     def term(self) -> Linear:
@@ -407,17 +370,12 @@ class _Parser:
         if not operands:
             raise self.fail(index, f"'{head}' needs at least one operand")
         if head == "+":
-            result = Linear()
-            for _, operand in operands:
-                result.add(operand)
+            result = sum_of(operands)
         elif head == "-":
-            if len(operands) == 1:
-                return operands[0][1].scaled(-1.0)
-            result = operands[0][1].scaled(1.0)
-            for _, operand in operands[1:]:
-                result.add(operand, -1.0)
+            result = difference_of(operands)
         elif head == "*":
-            result = self.product(index, operands)
+            result = product_of(operands, self.fail, "non-linear term: product of two expressions "
+                                                     "with variables; expected (* constant variable)")
         else:
             result = operands[0][1]
             for operand_index, operand in operands[1:]:
@@ -425,22 +383,6 @@ class _Parser:
                     raise self.fail(operand_index, "division only by a non-zero constant is linear")
                 result = result.scaled(1.0 / operand.constant)
         return result
-
-    def product(self, index: int, operands: list[tuple[int, Linear]]) -> Linear:
-        """Product of terms, linear only if at most one factor has variables."""
-        factor = 1.0
-        variable_part: Linear | None = None
-        for operand_index, operand in operands:
-            if not operand.coefficients:
-                factor *= operand.constant
-            elif variable_part is None:
-                variable_part = operand
-            else:
-                raise self.fail(operand_index, "non-linear term: product of two expressions "
-                                               "with variables; expected (* constant variable)")
-        if variable_part is None:
-            return Linear({}, factor)
-        return variable_part.scaled(factor)
 
 
 def parse_vnnlib_string(text: str, source: str = "<string>") -> Spec:

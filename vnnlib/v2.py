@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 from vnnlib.dnf import DNF, Conjunction, SpecProblem, assemble, conjoin, disjoin
 from vnnlib.errors import VnnlibError
+from vnnlib.linear import Linear, add_comparison, difference_of, product_of, sum_of
 from vnnlib.spec import Spec
 
 SUPPORTED_VERSIONS = ("2.0",)
@@ -99,22 +100,6 @@ class Query:
     def tensors(self) -> list[TensorDecl]:
         """Every declared tensor in declaration order (for assignment output)."""
         return [t for n in self.networks for t in (*n.inputs, *n.outputs)]
-
-
-@dataclass
-class _Linear:
-    """``sum(coefficients[(is_output, flat)] * v) + constant``."""
-
-    coefficients: dict[tuple[bool, int], float] = field(default_factory=dict)
-    constant: float = 0.0
-
-    def scaled(self, factor: float) -> "_Linear":
-        return _Linear({v: c * factor for v, c in self.coefficients.items()}, self.constant * factor)
-
-    def add(self, other: "_Linear", sign: float = 1.0) -> None:
-        for variable, value in other.coefficients.items():
-            self.coefficients[variable] = self.coefficients.get(variable, 0.0) + sign * value
-        self.constant += sign * other.constant
 
 
 class _Parser:
@@ -333,35 +318,16 @@ class _Parser:
         self.depth -= 1
         return result
 
-    def atom(self, conjunction: Conjunction, index: int, op: str, left: _Linear, right: _Linear) -> bool:
+    def atom(self, conjunction: Conjunction, index: int, op: str, left: Linear, right: Linear) -> bool:
         """Add ``left op right`` as rows ``sum(c v) <= d``; False when constant-false."""
-        difference = _Linear(dict(left.coefficients), left.constant)
-        difference.add(right, -1.0)
-        for upper in _COMPARISONS[op]:
-            sign = 1.0 if upper else -1.0
-            row = {v: sign * c for v, c in difference.coefficients.items() if c != 0.0}
-            bound = 0.0 - sign * difference.constant  # never -0.0
-            if not math.isfinite(bound) or not all(math.isfinite(c) for c in row.values()):
-                raise self.error("constraint with a non-finite coefficient or constant", index)
-            if not row:
-                if bound >= 0.0:
-                    continue
-                return False
-            inputs = [v for v in row if not v[0]]
-            if inputs and len(inputs) < len(row):
-                raise self.error("constraint mixes network inputs and outputs; expected input bounds "
-                                 "and output constraints in separate comparisons", index)
-            if len(inputs) > 1:
-                raise self.error("general constraint over several inputs; expected single-element bounds "
-                                 "such as (<= X[0,1] 1.0)", index)
-            if inputs:
-                (variable, factor), = row.items()
-                conjunction.inputs.append((variable[1], factor > 0.0, bound / factor, index))
-            else:
-                conjunction.outputs.append((tuple(sorted((v[1], c) for v, c in row.items())), bound))
-        return True
+        return add_comparison(
+            conjunction, index, _COMPARISONS[op], left, right, lambda message: self.error(message, index),
+            "constraint mixes network inputs and outputs; expected input bounds and output constraints "
+            "in separate comparisons",
+            lambda inputs: "general constraint over several inputs; expected single-element bounds "
+                           "such as (<= X[0,1] 1.0)")
 
-    def term(self) -> _Linear:
+    def term(self) -> Linear:
         index = self.index
         text = self.take("a number, a tensor element or (+ - * ...)")
         if text == "(":
@@ -378,26 +344,11 @@ class _Parser:
             if not operands:
                 raise self.error(f"'{head}' needs at least one operand", head_index)
             if head == "-":
-                if len(operands) == 1:
-                    return operands[0][1].scaled(-1.0)
-                result = operands[0][1].scaled(1.0)
-                for _, operand in operands[1:]:
-                    result.add(operand, -1.0)
-                return result
+                return difference_of(operands)
             if head == "+":
-                result = _Linear()
-                for _, operand in operands:
-                    result.add(operand)
-                return result
-            factor, variable_part = 1.0, None
-            for operand_index, operand in operands:
-                if not operand.coefficients:
-                    factor *= operand.constant
-                elif variable_part is None:
-                    variable_part = operand
-                else:
-                    raise self.error("non-linear term: product of two expressions with variables", operand_index)
-            return _Linear({}, factor) if variable_part is None else variable_part.scaled(factor)
+                return sum_of(operands)
+            return product_of(operands, lambda at, message: self.error(message, at),
+                              "non-linear term: product of two expressions with variables")
         if text in (")", "[", "]", ","):
             raise self.error(f"expected a number or a tensor element, found {text!r}", index)
         if text[0].isalpha():
@@ -408,9 +359,9 @@ class _Parser:
             raise self.error(f"bad number {text!r}", index) from None
         if "_" in text or not math.isfinite(value):
             raise self.error(f"bad number {text!r}; expected a finite decimal number", index)
-        return _Linear({}, value)
+        return Linear({}, value)
 
-    def element(self, name: str, index: int) -> _Linear:
+    def element(self, name: str, index: int) -> Linear:
         tensor = self.tensors.get(name)
         if tensor is None:
             raise self.error(f"undeclared variable {name!r}", index)
@@ -424,7 +375,7 @@ class _Parser:
                 raise self.error(f"index {list(indices)} out of range for {name} of shape {list(tensor.shape)}",
                                  index)
             flat = flat * size + position
-        return _Linear({(tensor.kind == "output", tensor.offset + flat): 1.0}, 0.0)
+        return Linear({(tensor.kind == "output", tensor.offset + flat): 1.0}, 0.0)
 
 
 def is_v2(text: str) -> bool:
