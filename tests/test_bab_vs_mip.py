@@ -18,23 +18,9 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from bab.relu_split import relu_split_bab
 from bab.types import BabConfig
-from bounds.graph import Graph, Node
+from bounds.graph import Graph
 from bounds.lp import mip_verdict
-from bounds.ops.linear import Linear
-from bounds.ops.relu import ReLU
-
-
-def random_net(rng: np.random.Generator, n_in: int, widths: list[int], n_out: int) -> Graph:
-    nodes, prev, sizes = [], "x", [n_in] + widths + [n_out]
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weight = torch.tensor(rng.normal(size=(fan_out, fan_in)) / fan_in ** 0.5, dtype=torch.float32)
-        bias = torch.tensor(0.3 * rng.normal(size=fan_out), dtype=torch.float32)
-        nodes.append(Node(f"fc{i}", Linear(weight, bias), [prev], (fan_out,)))
-        prev = f"fc{i}"
-        if i < len(widths):
-            nodes.append(Node(f"relu{i}", ReLU(), [prev], (fan_out,)))
-            prev = f"relu{i}"
-    return Graph("x", (n_in,), nodes, prev)
+from tests.nets import random_relu_net
 
 
 def exact_validator(graph: Graph, matrix: np.ndarray, offset: np.ndarray, clause_of_row: list[int]):
@@ -53,7 +39,7 @@ def exact_validator(graph: Graph, matrix: np.ndarray, offset: np.ndarray, clause
 def make_case(seed: int, n_in: int, widths: list[int], clause_rows: list[int], shift: float):
     rng = np.random.default_rng(seed)
     n_out = int(rng.integers(2, 4))
-    graph = random_net(rng, n_in, widths, n_out)
+    graph = random_relu_net(rng, n_in, widths, n_out)
     centre, radius = rng.uniform(-1, 1, n_in), rng.uniform(0.05, 1.0, n_in)
     lower, upper = (centre - radius).astype(np.float32), (centre + radius).astype(np.float32)
     samples = torch.as_tensor(lower + (upper - lower) * rng.uniform(size=(256, n_in)), dtype=torch.float32)

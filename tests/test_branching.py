@@ -13,11 +13,11 @@ from bab.branching import babsr_decisions, babsr_scores, coefficient_pass, fsb_d
 from bab.relu_split import ReluBabSettings, relu_split_bab
 from bab.types import BabConfig
 from bounds.engine import BoundConfig, compute_bounds
-from tests.test_engine_crown import relu_net
+from tests.nets import seeded_relu_net
 
 
 def _setup(seed=2):
-    graph = relu_net([4, 12, 12, 2], seed=seed)
+    graph = seeded_relu_net([4, 12, 12, 2], seed=seed)
     lower, upper = -torch.ones(1, 4), torch.ones(1, 4)
     spec = torch.tensor([[[1.0, -1.0], [0.0, 1.0]]])
     offset = torch.zeros(1, 2)
@@ -71,7 +71,7 @@ def test_fsb_picks_the_candidate_with_the_best_worse_child():
 def _domains_needed(branching: str, seeds) -> list[int]:
     visited = []
     for seed in seeds:
-        graph = relu_net([3, 10, 10, 2], seed=seed)
+        graph = seeded_relu_net([3, 10, 10, 2], seed=seed)
         lower, upper = -0.7 * torch.ones(3), 0.7 * torch.ones(3)
         spec = np.array([[1.0, -1.0]])
         gen = torch.Generator().manual_seed(seed)

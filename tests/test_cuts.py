@@ -20,23 +20,9 @@ from bounds.crown import Propagator
 from bounds.cuts import (INDICATOR, Cut, CutConstraints, CutTerm, cut_program_minimum, cut_slack,
                          relu_backward_with_indicators)
 from bounds.engine import BoundConfig, compute_bounds
-from bounds.graph import Graph, Node
 from bounds.ops.base import BackwardContext
-from bounds.ops.linear import Linear
 from bounds.ops.relu import ReLU
-
-
-def random_net(rng: np.random.Generator, n_in: int, widths: list[int], n_out: int) -> Graph:
-    nodes, prev, sizes = [], "x", [n_in] + widths + [n_out]
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weight = torch.tensor(rng.normal(size=(fan_out, fan_in)) / fan_in ** 0.5, dtype=torch.float64)
-        bias = torch.tensor(0.3 * rng.normal(size=fan_out), dtype=torch.float64)
-        nodes.append(Node(f"fc{i}", Linear(weight, bias), [prev], (fan_out,)))
-        prev = f"fc{i}"
-        if i < len(widths):
-            nodes.append(Node(f"relu{i}", ReLU(), [prev], (fan_out,)))
-            prev = f"relu{i}"
-    return Graph("x", (n_in,), nodes, prev)
+from tests.nets import random_relu_net
 
 
 def test_relu_step_is_sound_for_any_slope():
@@ -82,7 +68,7 @@ def test_relu_step_without_indicators_is_crown():
 
 def _case(seed: int):
     rng = np.random.default_rng(seed)
-    graph = random_net(rng, 3, [8, 8], 2)
+    graph = random_relu_net(rng, 3, [8, 8], 2, torch.float64)
     lower = torch.tensor(rng.uniform(-1, 0, size=(1, 3)))
     upper = lower + torch.tensor(rng.uniform(0.5, 1.5, size=(1, 3)))
     spec = torch.tensor(rng.normal(size=(1, 1, 2)))

@@ -8,7 +8,8 @@ torch.set_num_threads(1)  # small ops: thread hand-off costs more than it saves
 
 from bounds.constraints import LinearConstraints
 from bounds.engine import BoundConfig, compute_bounds
-from tests.test_engine_crown import relu_net, sample_box
+from tests.nets import seeded_relu_net
+from tests.test_engine_crown import sample_box
 
 TOL = 1e-5
 ALPHA = BoundConfig(method="alpha-crown", alpha_iterations=40)
@@ -44,7 +45,7 @@ def halfspace_on_hidden(graph, node_index, direction, offset):
 
 
 def test_random_betas_are_sound():
-    graph = relu_net([3, 16, 16, 2], seed=9)
+    graph = seeded_relu_net([3, 16, 16, 2], seed=9)
     lower, upper = -0.5 * torch.ones(1, 3), 0.5 * torch.ones(1, 3)
     spec = torch.tensor([[[1.0, -1.0], [0.0, 1.0]]])
     center = graph.forward(torch.zeros(1, 3), keep=True)
@@ -69,7 +70,7 @@ def test_random_betas_are_sound():
 def test_split_with_supplied_bounds_and_betas_is_sound():
     """beta-CROWN's setting: the split neuron's box is cut *and* its constraint
     carries a multiplier."""
-    graph = relu_net([4, 12, 12, 3], seed=4)
+    graph = seeded_relu_net([4, 12, 12, 3], seed=4)
     lower, upper = -torch.ones(1, 4), torch.ones(1, 4)
     spec = torch.tensor([[[1.0, -1.0, 0.0], [1.0, 0.0, -1.0]]])
     base = compute_bounds(graph, lower, upper, spec)
@@ -89,7 +90,7 @@ def test_split_with_supplied_bounds_and_betas_is_sound():
 def test_constraints_tighten_where_they_cut():
     """A constraint on a hidden post-activation node that cuts off the spec's
     minimum: with the multiplier the bound rises to (nearly) the cut level."""
-    graph = relu_net([3, 16, 2], seed=9)
+    graph = seeded_relu_net([3, 16, 2], seed=9)
     lower, upper = -0.5 * torch.ones(1, 3), 0.5 * torch.ones(1, 3)
     spec = torch.tensor([[[1.0, -1.0]]])
     out_layer = graph.nodes[-1].op
@@ -110,7 +111,7 @@ def test_constraints_tighten_where_they_cut():
 def test_input_halfspace_constraint_tightens_crown():
     """A half-space on the first hidden layer (= on the input): optimized betas
     give a bound at least as good as without, and sound on the feasible part."""
-    graph = relu_net([3, 16, 2], seed=9)
+    graph = seeded_relu_net([3, 16, 2], seed=9)
     lower, upper = -0.5 * torch.ones(1, 3), 0.5 * torch.ones(1, 3)
     spec = torch.tensor([[[1.0, -1.0]]])
     points = sample_box(lower, upper, 20000)[0]

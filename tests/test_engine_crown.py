@@ -12,23 +12,9 @@ from bounds.graph import Graph, Node
 from bounds.ops.add import Add2
 from bounds.ops.linear import Linear
 from bounds.ops.relu import ReLU
+from tests.nets import seeded_relu_net
 
 TOL = 1e-5
-
-
-def relu_net(sizes: list[int], seed: int, dtype=torch.float32) -> Graph:
-    """Fully connected ReLU net ``sizes[0] -> ... -> sizes[-1]``."""
-    gen = torch.Generator().manual_seed(seed)
-    nodes, prev = [], "x"
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weight = torch.randn(fan_out, fan_in, generator=gen, dtype=dtype) / fan_in ** 0.5
-        bias = 0.1 * torch.randn(fan_out, generator=gen, dtype=dtype)
-        nodes.append(Node(f"fc{i}", Linear(weight, bias), [prev], (fan_out,)))
-        prev = f"fc{i}"
-        if i < len(sizes) - 2:
-            nodes.append(Node(f"relu{i}", ReLU(), [prev], (fan_out,)))
-            prev = f"relu{i}"
-    return Graph("x", (sizes[0],), nodes, prev)
 
 
 def residual_net(width: int, seed: int) -> Graph:
@@ -72,7 +58,7 @@ def sampled_range(graph: Graph, lower, upper, spec, count=2000, seed=0):
 @given(depth=st.integers(1, 3), width=st.integers(2, 12), batch=st.integers(1, 3),
        seed=st.integers(0, 10_000), eps=st.floats(0.05, 1.0))
 def test_methods_sound_and_ordered(depth, width, batch, seed, eps):
-    graph = relu_net([3] + [width] * depth + [4], seed)
+    graph = seeded_relu_net([3] + [width] * depth + [4], seed)
     gen = torch.Generator().manual_seed(seed + 1)
     center = torch.randn(batch, 3, generator=gen)
     lower, upper = center - eps, center + eps
@@ -90,7 +76,7 @@ def test_methods_sound_and_ordered(depth, width, batch, seed, eps):
 
 
 def test_crown_exact_on_affine_graph():
-    graph = relu_net([5, 7, 3], seed=3)
+    graph = seeded_relu_net([5, 7, 3], seed=3)
     graph = Graph("x", (5,), [n for n in graph.nodes if n.op.is_linear][:1], "fc0")
     lower, upper = -torch.ones(1, 5), torch.ones(1, 5)
     spec = torch.randn(1, 4, 7)
@@ -103,7 +89,7 @@ def test_crown_exact_on_affine_graph():
 
 
 def test_crown_tighter_than_ibp_on_deep_net():
-    graph = relu_net([4, 30, 30, 30, 2], seed=7)
+    graph = seeded_relu_net([4, 30, 30, 30, 2], seed=7)
     lower, upper = -0.3 * torch.ones(1, 4), 0.3 * torch.ones(1, 4)
     spec = torch.eye(2).unsqueeze(0)
     ibp = compute_bounds(graph, lower, upper, spec, config=BoundConfig(method="ibp"), want_upper=True)
@@ -135,7 +121,7 @@ def test_residual_fan_out_sound():
 
 
 def test_chunking_gives_same_bounds():
-    graph = relu_net([6, 40, 40, 5], seed=5)
+    graph = seeded_relu_net([6, 40, 40, 5], seed=5)
     lower, upper = -0.5 * torch.ones(2, 6), 0.5 * torch.ones(2, 6)
     spec = torch.randn(1, 9, 5)
     whole = compute_bounds(graph, lower, upper, spec, want_upper=True)
@@ -148,7 +134,7 @@ def test_chunking_gives_same_bounds():
 
 def test_supplied_intermediate_bounds_are_used_and_sound():
     """A split z_i >= 0 given as the box [max(l, 0), u] for relu0's input."""
-    graph = relu_net([3, 16, 16, 2], seed=9)
+    graph = seeded_relu_net([3, 16, 16, 2], seed=9)
     lower, upper = -torch.ones(1, 3), torch.ones(1, 3)
     spec = torch.tensor([[[1.0, -1.0]]])
     base = compute_bounds(graph, lower, upper, spec, want_upper=True)
@@ -170,7 +156,7 @@ def test_supplied_intermediate_bounds_are_used_and_sound():
 
 
 def test_float64_and_spec_offset():
-    graph = relu_net([3, 8, 2], seed=1, dtype=torch.float64)
+    graph = seeded_relu_net([3, 8, 2], seed=1, dtype=torch.float64)
     lower, upper = -torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
     spec = torch.tensor([[[1.0, 0.0]]])
     plain = compute_bounds(graph, lower, upper, spec)

@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from bab.input_branching import split_boxes, split_scores
 from bab.input_split import ClauseLayout, bound_boxes, input_split_bab, target_rows
 from bab.types import PROOF_TOLERANCE, BabConfig
-from bounds.graph import Graph, Node
+from bounds.graph import Graph
 from bounds.lp import mip_verdict
-from bounds.ops.linear import Linear
-from bounds.ops.relu import ReLU
+from tests.nets import seeded_relu_net
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO.parent / "shared" / "benchmarks"
@@ -33,18 +32,8 @@ torch.set_num_threads(1)
 
 
 def make_mlp(widths: list[int], seed: int) -> Graph:
-    """Float64 Linear/ReLU chain with random weights."""
-    gen = torch.Generator().manual_seed(seed)
-    nodes, prev = [], "x"
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64)
-        bias = torch.randn(n_out, generator=gen, dtype=torch.float64) * 0.5
-        nodes.append(Node(f"fc{i}", Linear(weight, bias), [prev], (n_out,)))
-        prev = f"fc{i}"
-        if i < len(widths) - 2:
-            nodes.append(Node(f"relu{i}", ReLU(), [prev], (n_out,)))
-            prev = f"relu{i}"
-    return Graph("x", (widths[0],), nodes, prev)
+    """Float64 Linear/ReLU chain with unscaled random weights."""
+    return seeded_relu_net(widths, seed, torch.float64, bias_scale=0.5, fan_in_scaled=False)
 
 
 def exact_validator(graph: Graph, lower, upper, clauses):

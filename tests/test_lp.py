@@ -23,6 +23,7 @@ from bounds.ops.activations import Sigmoid
 from bounds.ops.base import Operator
 from bounds.ops.linear import Linear
 from bounds.ops.relu import ReLU
+from tests.nets import seeded_relu_net
 
 BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 
@@ -32,17 +33,10 @@ torch.set_num_threads(1)
 # ------------------------------------------------------------------ tiny nets
 def make_mlp(widths: list[int], seed: int) -> tuple[Graph, list[tuple[np.ndarray, np.ndarray]]]:
     """Linear/ReLU chain with random weights; also returns the float64 layers."""
-    gen = torch.Generator().manual_seed(seed)
-    nodes, layers, prev = [], [], "x"
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
-        weight, bias = torch.randn(n_out, n_in, generator=gen), torch.randn(n_out, generator=gen) * 0.5
-        nodes.append(Node(f"fc{i}", Linear(weight, bias), [prev], (n_out,)))
-        layers.append((weight.double().numpy(), bias.double().numpy()))
-        prev = f"fc{i}"
-        if i < len(widths) - 2:
-            nodes.append(Node(f"relu{i}", ReLU(), [prev], (n_out,)))
-            prev = f"relu{i}"
-    return Graph("x", (widths[0],), nodes, prev), layers
+    graph = seeded_relu_net(widths, seed, bias_scale=0.5, fan_in_scaled=False)
+    layers = [(node.op.weight.double().numpy(), node.op.bias.double().numpy())
+              for node in graph.nodes if isinstance(node.op, Linear)]
+    return graph, layers
 
 
 def linear_regions(layers, lower, upper):

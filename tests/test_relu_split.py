@@ -14,7 +14,7 @@ from bab.relu_split import relu_split_bab
 from bab.splits import Split, apply_to_boxes, branch, build_constraints, pad_betas, unpad_betas
 from bab.types import BabConfig
 from bounds.engine import BoundConfig, compute_bounds
-from tests.test_engine_crown import relu_net
+from tests.nets import seeded_relu_net
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 
@@ -84,7 +84,7 @@ def _float64_validator(graph, matrix, offset):
 
 def test_bab_proves_what_alpha_crown_cannot_and_beats_plain_split_bounds():
     torch.manual_seed(0)
-    graph = relu_net([3, 16, 16, 2], seed=3)
+    graph = seeded_relu_net([3, 16, 16, 2], seed=3)
     lower, upper = -0.6 * torch.ones(3), 0.6 * torch.ones(3)
     spec = np.array([[1.0, -1.0]])
     samples = graph.forward(lower + (upper - lower) * torch.rand(5000, 3)).double().numpy() @ spec.T
@@ -108,7 +108,7 @@ def test_bab_proves_what_alpha_crown_cannot_and_beats_plain_split_bounds():
 
 
 def test_deadline_is_honored():
-    graph = relu_net([8, 64, 64, 64, 2], seed=1)
+    graph = seeded_relu_net([8, 64, 64, 64, 2], seed=1)
     lower, upper = -torch.ones(8), torch.ones(8)
     spec, offset = np.array([[1.0, -1.0]]), np.array([-100.0])  # far from provable/falsifiable quickly
     start = time.monotonic()
