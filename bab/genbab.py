@@ -34,7 +34,7 @@ from bab.branching import Decision, fsb_decisions, top_candidates
 from bab.domains import Domain, DomainStore, capacity_for, stack
 from bab.relu_split import Clauses, ReluBabSettings, _problem_tensors, _Search
 from bab.types import PROOF_TOLERANCE, BabConfig, BabOutcome, Validator
-from bounds.engine import BoundResult, compute_bounds
+from bounds.engine import BoundResult
 from bounds.graph import Graph
 
 
@@ -140,13 +140,10 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
 
     # ---- root
     t0 = time.perf_counter()
-    with torch.no_grad():
-        centre = (lower + upper) / 2
-        if search.try_points(centre):
-            return finish("sat")
-    intermediate = None if root is None else root.intermediate
-    result = compute_bounds(graph, lower, upper, spec, offset, config=search.bound_config,
-                            intermediate=intermediate, deadline=deadline)
+    centre = (lower + upper) / 2
+    if search.try_points(centre):
+        return finish("sat")
+    result = search.root_bounds(root)
     row_lower = result.lower if root is None else torch.maximum(result.lower, root.lower.to(result.lower))
     search.timed("root", t0)
     score = float(clauses.score(row_lower)[0])

@@ -272,6 +272,13 @@ class _Search:
                       None if alphas is None else {n: {k: v[0] for k, v in p.items()} for n, p in alphas.items()},
                       None)
 
+    def root_bounds(self, root: BoundResult | None) -> BoundResult:
+        """alpha-CROWN over the whole box, reusing the intermediate boxes of a
+        handed-over ``root`` result."""
+        return compute_bounds(self.graph, self.lower, self.upper, self.spec, self.offset,
+                              config=self.bound_config, intermediate=None if root is None else root.intermediate,
+                              deadline=self.deadline)
+
     def timed_pgd(self, starts: torch.Tensor) -> bool:
         """PGD from ``starts``, timed as attack."""
         t0 = time.perf_counter()
@@ -457,13 +464,10 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
 
     # ---- root
     t0 = time.perf_counter()
-    with torch.no_grad():
-        centre = (lower + upper) / 2
-        if search.try_points(centre):
-            return finish("sat")
-    intermediate = None if root is None else root.intermediate
-    result = compute_bounds(graph, lower, upper, spec, offset, config=search.bound_config,
-                            intermediate=intermediate, deadline=deadline)
+    centre = (lower + upper) / 2
+    if search.try_points(centre):
+        return finish("sat")
+    result = search.root_bounds(root)
     row_lower = result.lower
     if root is not None and root.lower.shape[-1] <= row_lower.shape[-1]:  # handed-over rows come first
         known = root.lower.to(row_lower).reshape(1, -1)
