@@ -153,7 +153,8 @@ def bound_boxes(graph: Graph, lower: torch.Tensor, upper: torch.Tensor, spec_mat
         bound = value + bias - spec_offset
         # the IBP box of the output is valid too: keep the better bound per row
         out_lower, out_upper = boxes[graph.output_name]
-        out_lower, out_upper = out_lower.flatten(1).unsqueeze(1), out_upper.flatten(1).unsqueeze(1)
+        batch = out_lower.shape[0]  # reshape, not flatten(1): the output may be a scalar per sample
+        out_lower, out_upper = out_lower.reshape(batch, 1, -1), out_upper.reshape(batch, 1, -1)
         ibp = (spec_matrix.clamp(min=0) * out_lower + spec_matrix.clamp(max=0) * out_upper).sum(-1) - spec_offset
         return torch.maximum(bound, ibp), coeffs
 
@@ -201,7 +202,7 @@ def target_rows(layout: ClauseLayout, lower: torch.Tensor) -> tuple[torch.Tensor
 # ----------------------------------------------------------------- attacks
 def _forward_margins(graph: Graph, points: torch.Tensor, spec_matrix: torch.Tensor, spec_offset: torch.Tensor,
                      layout: ClauseLayout) -> torch.Tensor:
-    y = graph.forward(points.reshape((points.shape[0],) + tuple(graph.input_shape))).flatten(1)
+    y = graph.forward(points.reshape((points.shape[0],) + tuple(graph.input_shape))).reshape(points.shape[0], -1)
     values = torch.einsum("bso,bo->bs", spec_matrix, y) - spec_offset
     return layout.margins(values)
 

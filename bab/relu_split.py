@@ -170,7 +170,7 @@ class _Search:
     # ---------------------------------------------------------- falsification
     def margins(self, points: torch.Tensor) -> torch.Tensor:
         """``(N, S)`` values of ``C y - d`` at ``points (N, *input_shape)``."""
-        out = self.graph.forward(points).flatten(1)
+        out = self.graph.forward(points).reshape(points.shape[0], -1)  # scalar outputs too
         return out @ self.spec[0].T - self.offset[0]
 
     def try_points(self, points: torch.Tensor) -> bool:

@@ -169,8 +169,13 @@ def solve_spec(graph: Graph, spec, config: BabConfig | None = None, deadline: fl
         root = (roots or {}).get(todo[group[0]]) if len(members) == 1 else None
         if root is not None and choice.name in ("relu-split", "genbab"):
             extra["root"] = root
-        outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress,
-                         **extra)
+        try:
+            outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress,
+                             **extra)
+        except NotImplementedError as exc:
+            # an operator without a linear relaxation (e.g. ArgMax/OneHot/Cast): BaB cannot bound it
+            stats["unsupported"] = str(exc).splitlines()[0]
+            return BabOutcome("unknown", None, stats)
         _merge_stats(stats, outcome.stats)
         if outcome.status == "sat":
             return BabOutcome("sat", outcome.counterexample, stats)

@@ -109,3 +109,23 @@ def test_no_applicable_strategy_is_unknown():
     finally:
         strategy._strategy_function = original
     assert outcome.status == "unknown" and outcome.stats["strategy"] == "none"
+
+
+def test_operator_without_relaxation_makes_bab_unknown_not_an_error():
+    """A net ending in ArgMax (no linear relaxation) and a scalar output: BaB
+    must answer unknown instead of raising."""
+    from bounds.graph import Graph, Node
+    from bounds.ops.discrete import ArgMax
+    from bounds.ops.linear import Linear
+    from bounds.ops.relu import ReLU
+
+    torch.manual_seed(0)
+    nodes = [Node("h", Linear(torch.randn(40, 20), torch.randn(40)), ["x"], (1, 40)),
+             Node("r", ReLU(), ["h"], (1, 40)),
+             Node("o", Linear(torch.randn(3, 40), torch.zeros(3)), ["r"], (1, 3)),
+             Node("a", ArgMax(axis=1, keepdims=False), ["o"], (1,))]
+    graph = Graph("x", (1, 20), nodes, "a")
+    lower = -np.ones(20)
+    spec = Spec([Property(InputBox(lower, -lower), [Clause(np.array([[1.0]]), np.array([-0.5]))])], 20, 1)
+    outcome = solve_spec(graph, spec, BabConfig(strategy="relu-split"), time.monotonic() + 10, None)
+    assert outcome.status == "unknown" and "ArgMax" in outcome.stats.get("unsupported", "")
