@@ -73,11 +73,12 @@ class _Relaxation:
         return sp.csr_matrix((np.concatenate(parts_v), (np.concatenate(parts_r), np.concatenate(parts_c))),
                              shape=(n, self.program.num_cols))
 
-    def minimize_output(self, spec_rows: np.ndarray) -> np.ndarray:
+    def minimize_output(self, spec_rows: np.ndarray, time_limit: float | None = None) -> np.ndarray:
         """Safe LP lower bound of ``spec_rows[s] @ output`` for every row."""
         costs = self.expression_matrix(self.net.output, spec_rows).toarray()
         offsets = spec_rows @ self.net.output.bias
-        return np.array([self.program.minimize(costs[s], offsets[s]).bound for s in range(len(spec_rows))])
+        return np.array([self.program.minimize(costs[s], offsets[s], time_limit=time_limit).bound
+                         for s in range(len(spec_rows))])
 
 
 def _add_pre_activation(relax: _Relaxation, name: str, lower: np.ndarray, upper: np.ndarray) -> int:
@@ -210,8 +211,12 @@ def interval_intermediate_bounds(graph: Graph, input_lower: ArrayLike, input_upp
 
 
 def lp_bounds(graph: Graph, input_lower: ArrayLike, input_upper: ArrayLike, spec_matrix: ArrayLike,
-              intermediate: BoundsDict | None = None, *, solver: str = "highs") -> np.ndarray:
+              intermediate: BoundsDict | None = None, *, solver: str = "highs",
+              time_limit: float | None = None) -> np.ndarray:
     """Minimum of ``spec_matrix[s] @ output`` over the triangle relaxation, per row ``s``.
+
+    ``time_limit`` (seconds per row): a row whose solve stops at the limit
+    still gets a rigorous bound (from the multipliers at the stop), only looser.
 
     ``intermediate`` maps a ReLU's input node name to ``(lower, upper)``
     ``(1, *shape)``; missing entries (all, when ``None``) are computed by LP
@@ -220,7 +225,7 @@ def lp_bounds(graph: Graph, input_lower: ArrayLike, input_upper: ArrayLike, spec
     net = encode_graph(graph)
     relax = _relaxation(net, input_lower, input_upper, intermediate, solver, refine_stable=False)
     spec = _flat64(spec_matrix).reshape(-1, net.output.size)
-    return relax.minimize_output(spec)
+    return relax.minimize_output(spec, time_limit)
 
 
 # --------------------------------------------------------------------------- MIP API

@@ -87,7 +87,8 @@ class _HighsBackend:
 
     def solve(self, *, time_limit: float | None, mip_options: dict | None) -> tuple[Solution, np.ndarray | None]:
         h, ms = self.h, self._hs.HighsModelStatus
-        h.setOptionValue("time_limit", float(time_limit) if time_limit else INF)
+        # HiGHS compares time_limit with the object's accumulated run time: make it per solve
+        h.setOptionValue("time_limit", h.getRunTime() + float(time_limit) if time_limit else INF)
         for key, value in (mip_options or {}).items():
             h.setOptionValue(key, value)
         h.run()
