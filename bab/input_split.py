@@ -82,14 +82,6 @@ def _default_rule(graph: Graph) -> str:
 
 
 # --------------------------------------------------------------- bounding
-def graph_dtype(graph: Graph) -> tuple[torch.dtype, torch.device]:
-    for node in graph.nodes:
-        for value in vars(node.op).values():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                return value.dtype, value.device
-    return torch.float32, torch.device("cpu")
-
-
 def _input_coefficients(prop: Propagator, spec_matrix: torch.Tensor, boxes, params=None):
     """Backward pass from the spec rows that also returns the input coefficients.
 
@@ -404,7 +396,7 @@ def input_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset
     config = config or BabConfig()
     deadline = float("inf") if deadline is None else deadline
     started = time.perf_counter()
-    dtype, device = graph_dtype(graph)
+    dtype, device = graph.dtype_device()
 
     def tensor(value, dims):
         t = torch.as_tensor(np.asarray(value, dtype=np.float64)).to(device=device, dtype=dtype)

@@ -406,17 +406,10 @@ def _as_input(value, graph: Graph, like: torch.Tensor) -> torch.Tensor:
     return tensor.to(device=like.device, dtype=like.dtype).reshape((1,) + tuple(graph.input_shape))
 
 
-def _graph_like(graph: Graph) -> torch.Tensor:
-    for node in graph.nodes:
-        for value in vars(node.op).values():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                return value
-    return torch.zeros(())
-
-
 def _problem_tensors(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset):
     """``like, lower (1, *in), upper, spec (1, S, n_out), offset (1, S)`` on the graph's device/dtype."""
-    like = _graph_like(graph)
+    dtype, device = graph.dtype_device()
+    like = torch.zeros((), dtype=dtype, device=device)  # carries dtype/device for .to()
     lower, upper = _as_input(box_lower, graph, like), _as_input(box_upper, graph, like)
     spec = torch.as_tensor(np.asarray(spec_matrix) if not isinstance(spec_matrix, torch.Tensor) else spec_matrix)
     spec = spec.to(like).reshape(1, -1, graph.output_numel)

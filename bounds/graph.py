@@ -131,6 +131,15 @@ class Graph:
             return values
         return values[self.output_name]
 
+    def dtype_device(self) -> tuple[torch.dtype, torch.device]:
+        """dtype and device of the graph's floating-point constants (float32 on
+        the CPU for a graph without any)."""
+        for n in self.nodes:
+            for value in vars(n.op).values():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    return value.dtype, value.device
+        return torch.float32, torch.device("cpu")
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Graph":
         """Move every operator's constants (in place) and return ``self``."""
         for n in self.nodes:

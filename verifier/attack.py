@@ -269,16 +269,6 @@ def _fd_descent(model: OrtModel, prop, prop_index: int, starts: np.ndarray, dead
 
 
 # --------------------------------------------------------------------- torch
-def _graph_dtype(graph):
-    import torch
-
-    for node in graph.nodes:
-        for value in vars(node.op).values():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                return value.dtype, value.device
-    return torch.float32, torch.device("cpu")
-
-
 def pgd_falsify(graph, model: OrtModel, spec, deadline: float, seed: int = 0, restarts: int = 64,
                 steps: int = 100, stats: AttackStats | None = None,
                 max_points: int = 4096) -> Counterexample | None:
@@ -296,7 +286,7 @@ def pgd_falsify(graph, model: OrtModel, spec, deadline: float, seed: int = 0, re
 
     stats = stats or AttackStats()
     start = time.monotonic()
-    dtype, device = _graph_dtype(graph)
+    dtype, device = graph.dtype_device()
     generator = torch.Generator(device="cpu").manual_seed(seed)
     try:
         for group in layout_groups(spec):

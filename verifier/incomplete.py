@@ -48,14 +48,6 @@ def _box_tensors(graph: Graph, box_lower, box_upper, dtype, device) -> tuple[tor
     return lower, upper
 
 
-def _graph_dtype(graph: Graph) -> tuple[torch.dtype, torch.device]:
-    for node in graph.nodes:
-        for value in vars(node.op).values():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                return value.dtype, value.device
-    return torch.float32, torch.device("cpu")
-
-
 def _bound_rows(graph: Graph, lower: torch.Tensor, upper: torch.Tensor, matrix: np.ndarray,
                 offset: np.ndarray, groups: Sequence[Sequence[int]], config: BoundConfig,
                 deadline: float | None) -> tuple[torch.Tensor, str]:
@@ -102,7 +94,7 @@ def prove_clause(graph: Graph, box_lower, box_upper, clause: Clause, config: Bou
     started = time.perf_counter()
     if deadline is not None and time.monotonic() > deadline:
         return ClauseOutcome(False, torch.full((clause.num_rows,), -float("inf")), "none", 0.0)
-    dtype, device = _graph_dtype(graph)
+    dtype, device = graph.dtype_device()
     lower, upper = _box_tensors(graph, box_lower, box_upper, dtype, device)
     bounds, method = _bound_rows(graph, lower, upper, clause.matrix, clause.offset,
                                  [range(clause.num_rows)], config, deadline)
@@ -124,7 +116,7 @@ def prove_clauses(graph: Graph, box_lower, box_upper, clauses: Sequence[Clause],
     single = [i for i, c in enumerate(clauses) if c.num_rows == 1]
     if single:
         started = time.perf_counter()
-        dtype, device = _graph_dtype(graph)
+        dtype, device = graph.dtype_device()
         lower, upper = _box_tensors(graph, box_lower, box_upper, dtype, device)
         matrix = np.concatenate([clauses[i].matrix for i in single], axis=0)
         offset = np.concatenate([clauses[i].offset for i in single], axis=0)
@@ -219,7 +211,7 @@ def bound_spec(graph: Graph, spec, method: str = "crown", deadline: float | None
     properties = spec.properties
     done = set(result.proven_properties())
     todo = [i for i in range(len(properties)) if i not in done]
-    dtype, device = _graph_dtype(graph)
+    dtype, device = graph.dtype_device()
     shape = tuple(graph.input_shape)
     for group in _layout_groups(properties, todo):
         first = properties[group[0]]

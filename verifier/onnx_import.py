@@ -359,10 +359,7 @@ def check_against_onnxruntime(graph: Graph, model: ModelLike, lower, upper,
         expected.append(np.asarray(out, dtype=np.float64).reshape(-1))
     expected = torch.from_numpy(np.stack(expected))
 
-    param = next((v for n in graph.nodes for v in vars(n.op).values() if isinstance(v, torch.Tensor)
-                  and v.is_floating_point()), None)
-    dtype = param.dtype if param is not None else torch.float32
-    device = param.device if param is not None else torch.device("cpu")
+    dtype, device = graph.dtype_device()
     with torch.no_grad():
         got = graph.forward(points.to(device=device, dtype=dtype).reshape(n, *graph.input_shape))
     got = got.reshape(n, -1).to(torch.float64).cpu()
