@@ -19,12 +19,10 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from benchmarks.bound_speed import instance
 from bounds.engine import BoundConfig, compute_bounds
-from verifier.onnx_import import load_onnx
-from vnnlib import parse_vnnlib
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 METHODS = ("ibp", "crown", "alpha-crown")
@@ -63,13 +61,7 @@ def spec_values(graph, points, spec, offset, chunk: int = 500) -> torch.Tensor:
 
 
 def check_network(onnx_path: str, vnnlib_path: str, points: int) -> str:
-    graph = load_onnx(BENCH / onnx_path)
-    prop = parse_vnnlib(BENCH / vnnlib_path).properties[0]
-    shape = (1,) + tuple(graph.input_shape)
-    lower = torch.tensor(prop.box.lower, dtype=torch.float32).reshape(shape)
-    upper = torch.tensor(prop.box.upper, dtype=torch.float32).reshape(shape)
-    spec = torch.tensor(np.concatenate([c.matrix for c in prop.clauses]), dtype=torch.float32)
-    offset = torch.tensor(np.concatenate([c.offset for c in prop.clauses]), dtype=torch.float32)
+    graph, lower, upper, spec, offset = instance(onnx_path, vnnlib_path)
     values = spec_values(graph, sample_points(lower, upper, points), spec, offset)
     slack = 1e-4 * (1 + values.abs().max().item())
     true_min, true_max = values.min(0).values, values.max(0).values
