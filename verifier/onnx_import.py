@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx

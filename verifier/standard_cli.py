@@ -104,7 +104,7 @@ def dispatch(args) -> int | None:
 
 
 def _format_assignment(query, cex) -> str:
-    lines, used_in, used_out = [], 0, 0
+    lines = []
     for tensor in query.tensors():
         values = cex.inputs if tensor.kind == "input" else cex.outputs
         start = tensor.offset

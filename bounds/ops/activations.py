@@ -20,7 +20,7 @@ import torch
 from bounds.ops.base import ElementwiseNonlinear, LinearRelaxation
 from bounds.ops.periodic import PeriodicElementwise
 from bounds.ops.relax_utils import (CurvedElementwise, Curvature, infinity_safe_backward,
-                                    line_through_tangent, round_outward)
+                                    line_through_tangent)
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

@@ -23,7 +23,7 @@ on ``[lower, upper]``; :class:`ElementwiseNonlinear` turns that into
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
