@@ -75,6 +75,10 @@ def free_input_dims(graph: Graph, spec=None) -> int:
 def choose_strategy(graph: Graph, config: BabConfig | None = None, spec=None) -> StrategyChoice:
     """Pick the strategy from the (free) input size and the operators of ``graph``."""
     config = config or BabConfig()
+    # every strategy bounds through the whole graph: an operator without a linear rule rules BaB out
+    unbounded = sorted({n.op.op_type for n in graph.nodes if not n.op.has_backward})
+    if unbounded:
+        return StrategyChoice("none", f"no linear relaxation for {unbounded}: no applicable BaB", config)
     if config.strategy != "auto":
         if config.strategy not in STRATEGIES:
             raise ValueError(f"unknown BaB strategy {config.strategy!r}; expected auto or one of {STRATEGIES}")
@@ -169,13 +173,8 @@ def solve_spec(graph: Graph, spec, config: BabConfig | None = None, deadline: fl
         root = (roots or {}).get(todo[group[0]]) if len(members) == 1 else None
         if root is not None and choice.name in ("relu-split", "genbab"):
             extra["root"] = root
-        try:
-            outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress,
-                             **extra)
-        except NotImplementedError as exc:
-            # an operator without a linear relaxation (e.g. ArgMax/OneHot/Cast): BaB cannot bound it
-            stats["unsupported"] = str(exc).splitlines()[0]
-            return BabOutcome("unknown", None, stats)
+        outcome = solver(graph, lower, upper, matrix, offset, rows[0][2], config, deadline, validator, progress,
+                         **extra)
         _merge_stats(stats, outcome.stats)
         if outcome.status == "sat":
             return BabOutcome("sat", outcome.counterexample, stats)

@@ -128,4 +128,5 @@ def test_operator_without_relaxation_makes_bab_unknown_not_an_error():
     lower = -np.ones(20)
     spec = Spec([Property(InputBox(lower, -lower), [Clause(np.array([[1.0]]), np.array([-0.5]))])], 20, 1)
     outcome = solve_spec(graph, spec, BabConfig(strategy="relu-split"), time.monotonic() + 10, None)
-    assert outcome.status == "unknown" and "ArgMax" in outcome.stats.get("unsupported", "")
+    assert outcome.status == "unknown" and outcome.stats["strategy"] == "none"
+    assert "ArgMax" in outcome.stats["strategy_reason"]

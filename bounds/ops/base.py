@@ -85,6 +85,11 @@ class Operator:
     def backward(self, A: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor | None], torch.Tensor | float]:
         raise NotImplementedError(f"{self.op_type}: no backward (CROWN) rule")
 
+    @property
+    def has_backward(self) -> bool:
+        """Whether linear bounds pass through this operator (it has a CROWN rule)."""
+        return type(self).backward is not Operator.backward
+
     # ------------------------------------------------------------- parameters
     def init_params(self, bounds: Sequence[Bounds]) -> dict[str, torch.Tensor]:
         """Initial optimizable parameters (alpha-CROWN); ``{}`` when none.
