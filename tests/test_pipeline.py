@@ -195,3 +195,36 @@ def test_bound_spec_batches_and_keeps_best_bounds():
     for index in range(2):
         single = bound_spec(graph, Spec([halves[index]], 5, 5), "crown")
         np.testing.assert_allclose(single.clause_lower[0], crown_bounds[index], rtol=1e-4, atol=1e-4)
+
+
+def test_bound_spec_sorts_similar_boxes_together_and_maps_bounds_back():
+    """Boxes are bounded in the order of their free inputs' lower ends (a
+    batch bounds the union of its boxes' unstable neurons, so neighbours
+    should be alike); each property still gets its own box's bounds."""
+    from verifier.incomplete import _layout_groups
+
+    graph = load_graph(ACAS / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx", _config())
+    prop = parse_property(ACAS / "vnnlib" / "prop_3.vnnlib").properties[0]
+    lower, upper = prop.box.lower, prop.box.upper
+    cuts = np.linspace(lower[0], upper[0], 4)
+    pieces = [Property(InputBox(np.where(np.arange(5) == 0, cuts[k], lower),
+                                np.where(np.arange(5) == 0, cuts[k + 1], upper)), prop.clauses)
+              for k in (2, 0, 1)]                                   # deliberately out of order
+    spec = Spec(pieces, 5, 5)
+    assert _layout_groups(spec.properties, [0, 1, 2]) == [[1, 2, 0]]
+    together = bound_spec(graph, spec, "crown")
+    for index in range(3):
+        single = bound_spec(graph, Spec([pieces[index]], 5, 5), "crown")
+        np.testing.assert_allclose(single.clause_lower[0], together.clause_lower[index], rtol=1e-4, atol=1e-4)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    """The command line's allocator setting (no mmap per large block, no
+    trimming) is accepted by glibc; elsewhere it is a no-op returning False."""
+    import platform
+
+    from verifier.config import keep_freed_memory
+
+    result = keep_freed_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert result is True

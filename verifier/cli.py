@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
+    from verifier.config import keep_freed_memory
+
+    keep_freed_memory()
     if args.command in ("verify", "supports", "gate"):
         from verifier.standard_cli import dispatch
 

@@ -178,7 +178,16 @@ def _layout_groups(properties, todo: Sequence[int]) -> list[list[int]]:
     groups: dict[tuple, list[int]] = {}
     for i in todo:
         groups.setdefault(tuple(c.num_rows for c in properties[i].clauses), []).append(i)
-    return list(groups.values())
+    return [sorted(g, key=lambda i: _box_order(properties[i].box)) for g in groups.values()]
+
+
+def _box_order(box) -> tuple:
+    """Sort key putting similar boxes next to each other: the free (non-point)
+    inputs first, then their lower ends.  A batched pass bounds the *union* of
+    its boxes' unstable neurons, so similar neighbours keep that union small
+    (nn4sys mscn, 800 boxes of one free input: see benchmarks note)."""
+    free = np.flatnonzero(np.asarray(box.upper) > np.asarray(box.lower))
+    return (tuple(free.tolist()), tuple(np.asarray(box.lower)[free].tolist()))
 
 
 #: Properties in the first batch of a group; later batches grow (x4) within
