@@ -30,6 +30,7 @@ multiplier (:mod:`bounds.cuts`).  Shorter cuts prune more:
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -68,6 +69,7 @@ class _Entry:
     cut: Cut
     idle: int = 0
     used: bool = False
+    origin: int | None = None   # the tree whose own verified path this is (None: shortened)
 
 
 class CutPool:
@@ -91,15 +93,17 @@ class CutPool:
             positives += s.direction > 0
         return Cut(tuple(terms), float(positives - 1))
 
-    def add(self, splits: Sequence[Split]) -> bool:
-        """Add the no-good of a verified split set; False when implied already."""
+    def add(self, splits: Sequence[Split], origin: int | None = None) -> bool:
+        """Add the no-good of a verified split set; False when implied already.
+        ``origin``: the tree the set is a whole verified path of (see
+        :meth:`constraints`); None for shortened sets."""
         key = frozenset(splits)
         if not key or len(key) > self.settings.max_cut_length:
             return False
         if any(e.splits <= key for e in self.entries):
             return False
         self.entries = [e for e in self.entries if not key <= e.splits]
-        self.entries.append(_Entry(key, self.to_cut(sorted(key, key=lambda s: (s.node, s.index)))))
+        self.entries.append(_Entry(key, self.to_cut(sorted(key, key=lambda s: (s.node, s.index))), origin=origin))
         self.stats["cuts_inferred"] += 1
         if len(self.entries) > self.settings.max_cuts:  # drop idle, then long cuts
             self.entries.sort(key=lambda e: (e.idle > self.settings.retire_after, not e.used, len(e.splits)))
@@ -166,25 +170,41 @@ class CutPool:
         """Does the domain lie inside a verified one (contains a cut's splits)?"""
         return bool(history) and self.matches(history)[0]
 
-    def constraints(self, graph: Graph, like: torch.Tensor) -> CutConstraints | None:
-        if not self.entries:
-            return None
-        if self._cache is None or self._cache[0] != self.version:
-            self._cache = (self.version, CutConstraints.build(graph, [e.cut for e in self.entries], like))
-        return self._cache[1]
+    def constraints(self, graph: Graph, like: torch.Tensor,
+                    tree: int | None = None) -> tuple[CutConstraints | None, list[int]]:
+        """The cuts a bounding pass of ``tree`` uses, and their pool indices.
 
-    def record(self, multipliers: torch.Tensor, version: int) -> None:
-        """Bookkeeping after a pass: ``multipliers (B, S, K)`` of the pool at ``version``."""
-        if version != self.version or multipliers.shape[-1] != len(self.entries):
+        A whole verified path of the same tree is left out: every other
+        domain of a tree leaves the verified one where their common
+        ancestor was split, so it holds the opposite of one of the path's
+        splits and the path's no-good is slack there (its indicator is
+        fixed to the false side).  Such a cut costs a multiplier per row and
+        domain in every pass and can never bind; it still prunes other trees
+        and is the seed of shortened cuts."""
+        keep = [k for k, e in enumerate(self.entries) if tree is None or e.origin != tree]
+        if not keep:
+            return None, []
+        if self._cache is None or self._cache[0] != (self.version, tree):
+            self._cache = ((self.version, tree), CutConstraints.build(graph, [self.entries[k].cut for k in keep], like))
+        return self._cache[1], keep
+
+    def record(self, multipliers: torch.Tensor, version: int, indices: Sequence[int] | None = None) -> None:
+        """Bookkeeping after a pass: ``multipliers (B, S, K)`` of the pool's
+        cuts ``indices`` (default: all) at ``version``."""
+        indices = list(range(len(self.entries))) if indices is None else list(indices)
+        if version != self.version or multipliers.shape[-1] != len(indices):
             return
         binding = (multipliers > 1e-8).flatten(0, 1).any(0).tolist()
-        for entry, hit in zip(self.entries, binding):
+        for entry, hit in zip((self.entries[k] for k in indices), binding):
             if hit:
                 if not entry.used:
                     self.stats["cuts_used"] += 1
                 entry.used, entry.idle = True, 0
             else:
                 entry.idle += 1
+
+
+_TREE_IDS = itertools.count()
 
 
 @dataclass
@@ -201,6 +221,7 @@ class Biccos:
                                                  "domains_pruned": 0, "trees": 0, "tree_time": 0.0})
 
     def __post_init__(self) -> None:
+        self.tree_id = next(_TREE_IDS)
         if self.pool is None:
             relu_of = {n.inputs[0]: n.name for n in self.graph.nodes if n.op.op_type == "Relu"}
             self.pool = CutPool(relu_of, self.settings)
@@ -210,7 +231,8 @@ class Biccos:
     # ------------------------------------------------------------ bounding
     def extra(self, batch: int, num_rows: int, like: torch.Tensor):
         """Cut constraints and zero multipliers to append to a bounding pass."""
-        constraint = self.pool.constraints(self.graph, like) if self.settings.cuts_in_bounds else None
+        constraint, self._pending_indices = (self.pool.constraints(self.graph, like, self.tree_id)
+                                             if self.settings.cuts_in_bounds else (None, []))
         if constraint is None:
             self._pending_version = -1
             return [], []
@@ -221,7 +243,7 @@ class Biccos:
 
     def observe_betas(self, betas: Sequence[torch.Tensor] | None) -> None:
         if betas and self._pending_version >= 0:
-            self.pool.record(betas[-1], self._pending_version)
+            self.pool.record(betas[-1], self._pending_version, self._pending_indices)
 
     def rescore(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Multi-tree variation: perturb branching scores multiplicatively."""
@@ -296,7 +318,7 @@ class Biccos:
             if len(history) != len(histories[i]):
                 continue
             ranked = self._rank(history, None if per_domain is None else per_domain[i])
-            self.pool.add(history)
+            self.pool.add(history, origin=self.tree_id)
             for keep in self._schedule(ranked):
                 if keep > self.settings.max_cut_length:   # the pool would refuse it
                     continue
@@ -409,12 +431,17 @@ def cuts_enabled(config_value: bool | None, graph: Graph) -> bool:
     return DEFAULT_ON
 
 
-#: measured default (benchmarks/biccos_effect.py, one thread, load 5-7): off.
-#: safenlp 4056 without the MIP hand-over (cap 120 s): BaB unsat 83.5 s /
-#: 47,306 domains; BICCOS with cuts in the bound passes: timeout, 21,154
-#: domains (passes ~2x slower, 189 of 1,385 multipliers ever > 0); BICCOS as
-#: pruning + unit propagation only (``cuts_in_bounds=False``): unsat 74.7 s /
-#: 47,066 + 10,770 tree domains (103 strengthened cuts, 11,144 forced splits,
-#: 1 domain pruned) -- no domain reduction.  mnist_fc (cap 20 s): equal
-#: verdicts, no instance over 1,000 domains, 30.1 s vs 42.1 s in total.
+#: measured default (benchmarks/biccos_effect.py, one thread): off.
+#: safenlp 4056 without the MIP hand-over (quiet machine): BaB unsat 16.8 s /
+#: 47,306 domains; BaB+BICCOS unsat 59.0 s / 47,162 domains (+15,806 in the
+#: extra trees; 66.1 s before a tree's own whole paths were left out of its
+#: passes).  Why no domains are saved: a tree's own unshortened no-goods are
+#: slack in all its other domains (:meth:`CutPool.constraints`), and
+#: shortening rarely verifies -- 121 of 3,266 candidates; dropping a single
+#: split of a verified path cost 0.03-0.44 of a bound that needed > 0,
+#: dropping half of them 1-6 -- so cuts stay 8-11 splits long and other
+#: subtrees, which branch on other neurons, never contain them (3 domains
+#: pruned).  resnet_2b prop_32: BaB 1,732 domains / 52.5 s, BICCOS 1,674
+#: (+262 tree) / 75.3 s.  Other branching orders do not help either: 30%
+#: score noise gave 1,702-1,738 domains there.
 DEFAULT_ON = False

@@ -36,6 +36,24 @@ def test_pool_cut_semantics_dedup_and_subsumption():
     assert len(pool) == 3 and pool.stats["cuts_retired"] == 3
 
 
+def test_own_tree_whole_paths_stay_out_of_that_trees_bound_passes():
+    """A whole verified path of a tree is slack in every other domain of that
+    tree (they hold the opposite of one of its splits), so that tree's
+    passes leave it out; other trees and shortened cuts keep it."""
+    graph = make_case(0, 2, [4], [1], 0.0)[0]
+    pool = CutPool({n.inputs[0]: n.name for n in graph.nodes if n.op.op_type == "Relu"}, BiccosSettings())
+    names, like = list(pool.relu_of), torch.zeros(())
+    pool.add([Split(names[0], 0, 0.0, +1), Split(names[0], 1, 0.0, -1)], origin=7)
+    pool.add([Split(names[0], 2, 0.0, +1)])
+    own, own_indices = pool.constraints(graph, like, tree=7)
+    other, other_indices = pool.constraints(graph, like, tree=8)
+    assert own_indices == [1] and own.num_constraints == 1
+    assert other_indices == [0, 1] and other.num_constraints == 2
+    # multipliers of a pass map back to the pool entries they belong to
+    pool.record(torch.tensor([[[0.5]]]), pool.version, own_indices)
+    assert pool.entries[1].used and not pool.entries[0].used
+
+
 def _nogood_holds(graph, lower, upper, matrix, offset, rows, splits) -> bool:
     """MIP on the subdomain of ``splits``: no counterexample there."""
     boxes = interval_intermediate_bounds(graph, lower, upper)
