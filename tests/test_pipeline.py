@@ -243,3 +243,33 @@ def test_mscn_cardinality_800_boxes_unsat_by_input_split_without_alpha():
     assert result.status == "unsat"
     assert "alpha" not in result.stats["stages"]
     assert result.stats["bab"]["strategy"] == "input-split" and result.stats["bab"]["roots"] > 64
+
+
+def test_alpha_stage_does_not_rerun_crown_and_skips_uncrossable_specs(monkeypatch):
+    """The alpha stage starts from the CROWN stage's bounds (re-running CROWN
+    cost carvana 15 s and cifar_biasfield 10 s for nothing), and a graph with
+    an operator without a linear rule (carvana's ArgMax tail) gets no
+    alpha-CROWN at all: its spec bound is IBP through that tail."""
+    import verifier.incomplete as incomplete
+    from verifier.pipeline import incomplete_stage
+
+    graph = load_graph(MNIST / "onnx" / "mnist-net_256x2.onnx", _config())
+    spec = parse_property(MNIST / "vnnlib" / "prop_9_0.05.vnnlib")
+    calls = []
+    real = incomplete.bound_spec
+
+    def recording(graph_, spec_, method="crown", *args, **kwargs):
+        calls.append(method)
+        return real(graph_, spec_, method, *args, **kwargs)
+
+    monkeypatch.setattr(incomplete, "bound_spec", recording)
+    first = incomplete_stage(graph, spec, time.monotonic() + 60, _config(), {}, method="crown")
+    assert not first.all_proven                 # prop_9 needs more than CROWN
+    incomplete_stage(graph, spec, time.monotonic() + 60, _config(), {}, previous=first)
+    assert calls == ["crown", "alpha-crown"]
+    carvana = BENCHMARKS / "2022_carvana_unet_2022" / "onnx" / "unet_simp_small.onnx"
+    tail = load_graph(carvana, _config())
+    assert not all(n.op.has_backward for n in tail.nodes)
+    calls.clear()
+    assert incomplete_stage(tail, spec, time.monotonic() + 60, _config(), {}, previous=first) is first
+    assert calls == []
