@@ -22,6 +22,8 @@ convention ``reduced_cost = c - A^T row_dual``.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,11 +57,32 @@ def gurobi_available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _highs_banner_silenced() -> bool:
+    """Create the process's first ``Highs`` with file descriptor 1 on
+    /dev/null: HiGHS prints a two-line banner to stdout on its first
+    construction, before ``output_flag`` can be set, and the command line's
+    stdout carries only the verdict line."""
+    import highspy
+
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    return True
+
+
 class _HighsBackend:
     """HiGHS through highspy's array API (one call per block of columns/rows)."""
 
     def __init__(self, threads: int = 1):
         import highspy
+        _highs_banner_silenced()
         self._hs = highspy
         self.h = highspy.Highs()
         self.h.setOptionValue("output_flag", False)

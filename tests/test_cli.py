@@ -121,3 +121,16 @@ def test_version_and_no_command(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("nnverify ")
     assert main([]) == 3
+
+
+def test_stdout_is_only_the_verdict_line_when_the_mip_runs(tmp_path):
+    """safenlp 6000 is decided by the exact MIP hand-over; HiGHS's banner
+    (printed to stdout by its first solver object) must not reach stdout."""
+    safenlp, report = BENCHMARKS / "2024_safenlp", tmp_path / "r.json"
+    done = _python("-m", "verifier", "run", str(safenlp / "onnx" / "ruarobot" / "perturbations_0.onnx"),
+                   str(safenlp / "vnnlib" / "ruarobot" / "hyperrectangle_6000.vnnlib"), "--timeout", "60",
+                   "--json", str(report))
+    assert done.returncode == 0, done.stderr
+    assert "root_mip" in json.loads(report.read_text())["stats"]["bab"]   # HiGHS really ran
+    assert done.stdout.splitlines() == [done.stdout.strip()]
+    assert done.stdout.startswith("nnverify: unsat in ")
