@@ -134,3 +134,15 @@ def test_stdout_is_only_the_verdict_line_when_the_mip_runs(tmp_path):
     assert "root_mip" in json.loads(report.read_text())["stats"]["bab"]   # HiGHS really ran
     assert done.stdout.splitlines() == [done.stdout.strip()]
     assert done.stdout.startswith("nnverify: unsat in ")
+
+
+def test_batch_probe_of_a_fixed_batch_model_is_silent():
+    """cifar_biasfield's ONNX reshapes to a fixed batch of 1: the probe that
+    tries a dynamic batch fails inside onnxruntime, which must not print its
+    error log on the terminal (the model is then run point by point)."""
+    model = BENCHMARKS / "2022_cifar_biasfield" / "onnx" / "cifar_bias_field_9.onnx"
+    done = _python("-c", "import sys; from verifier.validate import OrtModel; "
+                         f"print(OrtModel.load({str(model)!r}).batched)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert done.stderr == ""

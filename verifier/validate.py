@@ -137,7 +137,13 @@ class OrtModel:
                     return
                 dims[0].dim_param = "nnverify_batch"
             del proto.graph.value_info[:]
-            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            # the probe may fail inside a kernel (a Reshape with a fixed batch):
+            # onnxruntime would log that at error level on the terminal
+            quiet = ort.SessionOptions()
+            quiet.log_severity_level = 4
+            quiet.intra_op_num_threads = options.intra_op_num_threads
+            quiet.inter_op_num_threads = options.inter_op_num_threads
+            session = ort.InferenceSession(proto.SerializeToString(), quiet, providers=["CPUExecutionProvider"])
         except Exception:
             return
         if self._batch_agrees(session):
