@@ -13,7 +13,10 @@ instances needing > 1,000 domains).  One process, one torch thread (the
 machine is shared): the load average is printed with every row.
 
 ``--no-mip`` disables relu_split's exact-MIP hand-over of small nets
-(measurement only, so that the BaB searches themselves are compared);
+(measurement only, so that the BaB searches themselves are compared: with the
+hand-over on, a domain count only says how far BaB got before the MIP
+decided -- a slower BICCOS pass then looks like 42% fewer domains on safenlp
+4056, against 47,306 vs 47,370 with it off);
 ``--settings`` overrides :class:`bab.biccos.BiccosSettings` fields of the
 BICCOS run.
 """

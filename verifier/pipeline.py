@@ -317,15 +317,22 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
     if state.remaining() <= 0:
         return finish(state.out_of_time())
 
+    def bound_stage(method: str, previous):
+        """CROWN (``previous`` None) or alpha-CROWN over the open properties,
+        in half the remaining time at most when BaB follows (many boxes on a
+        slow net: BaB re-bounds whatever stays open)."""
+        t0 = time.monotonic()
+        deadline = state.deadline if not config.bab else t0 + 0.5 * state.remaining()
+        result = incomplete_stage(graph, spec, deadline, config, state.stats, method=method, previous=previous)
+        timed("crown" if method == "crown" else "alpha", t0)
+        label = "CROWN" if method == "crown" else "alpha-CROWN"
+        state.log(f"{label}: {len(result.proven_properties())} of {len(spec.properties)} properties proven")
+        return result
+
     # 3. CROWN over every property (milliseconds on most nets)
     bounds = None
     if config.verify:
-        t0 = time.monotonic()
-        # many boxes on a slow net: leave BaB (which re-bounds what stays open) half the time
-        crown_deadline = state.deadline if not config.bab else time.monotonic() + 0.5 * state.remaining()
-        bounds = incomplete_stage(graph, spec, crown_deadline, config, state.stats, method="crown")
-        timed("crown", t0)
-        state.log(f"CROWN: {len(bounds.proven_properties())} of {len(spec.properties)} properties proven")
+        bounds = bound_stage("crown", None)
         if bounds.all_proven:
             return proven(bounds, "crown")
         if state.remaining() <= 0:
@@ -342,16 +349,12 @@ def _verify(state: _Run, model: OrtModel, spec, get_graph) -> Result:
     if state.remaining() <= 0:
         return finish(state.out_of_time())
 
-    # 5. alpha-CROWN on what CROWN left open (half the remaining time at most when BaB follows)
+    # 5. alpha-CROWN on what CROWN left open
     skip_alpha = config.verify and not _alpha_pays(graph, spec, bounds, config)
     if skip_alpha:
         state.log(f"alpha-CROWN skipped: more than {MANY_OPEN_BOXES} open boxes go to input-split BaB")
     if config.verify and not skip_alpha:
-        t0 = time.monotonic()
-        alpha_deadline = state.deadline if not config.bab else time.monotonic() + 0.5 * state.remaining()
-        bounds = incomplete_stage(graph, spec, alpha_deadline, config, state.stats, previous=bounds)
-        timed("alpha", t0)
-        state.log(f"alpha-CROWN: {len(bounds.proven_properties())} of {len(spec.properties)} properties proven")
+        bounds = bound_stage("alpha-crown", bounds)
         if bounds.all_proven:
             return proven(bounds, "alpha-crown")
         if state.remaining() <= 0:
