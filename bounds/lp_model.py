@@ -65,8 +65,11 @@ def _highs_banner_silenced() -> bool:
     stdout carries only the verdict line."""
     import highspy
 
-    sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable stdout (closed, detached): nothing to protect
+        return False
     try:
         os.dup2(devnull, 1)
         highspy.Highs()
