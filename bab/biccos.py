@@ -79,7 +79,7 @@ class CutPool:
         self.relu_of = relu_of          # split node (ReLU input) -> ReLU node
         self.settings = settings
         self.entries: list[_Entry] = []
-        self._cache: tuple[int, CutConstraints] | None = None
+        self._cache: tuple[tuple[int, int | None], CutConstraints] | None = None  # ((version, tree), cuts)
         self.version = 0
         self.stats = {"cuts_inferred": 0, "cuts_retired": 0, "cuts_used": 0}
 
