@@ -182,11 +182,14 @@ class Softmax(Operator):
         up_coeff = chord_r_slope.unsqueeze(-1) * s_low_coeff
         up_bias = chord_r_slope * s_low_bias + chord_r_bias
         # rounding: evaluating the bounds in the input dtype may move them by a
-        # few ulps of the summed magnitudes
+        # few ulps of the summed magnitudes; and the forward pass in that dtype
+        # flushes outputs near its underflow threshold to 0 (float32: a true
+        # ~1e-36 computed as 0 against a lower bound of 1.6e-36), hence an
+        # absolute slack far above the smallest normal number
         reach = torch.maximum(low_f.abs(), up_f.abs()).unsqueeze(-2)
-        eps = torch.finfo(dtype).eps
-        low_bias = low_bias - 16 * eps * (low_bias.abs() + (low_coeff.abs() * reach).sum(-1) + 1e-30)
-        up_bias = up_bias + 16 * eps * (up_bias.abs() + (up_coeff.abs() * reach).sum(-1) + 1e-30)
+        eps, underflow = torch.finfo(dtype).eps, torch.finfo(dtype).tiny * 2 ** 30
+        low_bias = low_bias - 16 * eps * (low_bias.abs() + (low_coeff.abs() * reach).sum(-1) + 1e-30) - underflow
+        up_bias = up_bias + 16 * eps * (up_bias.abs() + (up_coeff.abs() * reach).sum(-1) + 1e-30) + underflow
         # non-finite boxes: constant interval bounds (zero coefficients)
         const_low, const_up = (t.to(wd).movedim(self.dim, -1) for t in self.interval((lower, upper)))
         keep = (finite & torch.isfinite(low_coeff).all(-1).all(-1) & torch.isfinite(up_coeff).all(-1).all(-1)
