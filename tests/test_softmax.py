@@ -58,12 +58,22 @@ def test_linear_rows_enclose_samples(seed, centre, width, axis, dtype):
 @given(seed=st.integers(0, 2**31), width=st.sampled_from([0.01, 0.5, 3.0]))
 def test_backward_sound_both_signs(seed, width):
     """The backward rule: ``sum(A y) >= sum(A_in x) + bias`` for random ``A``."""
+    _assert_backward_encloses(seed, width, random_params=False)
+
+
+def _assert_backward_encloses(seed: int, width: float, random_params: bool) -> None:
+    """``sum(A y) >= sum(A_in x) + bias`` at 200 sampled points of a random
+    box, for random ``A`` (and random parameters in [0, 1] if asked)."""
     gen = torch.Generator().manual_seed(seed)
     shape = (3, 5)
     op = Softmax(1)
     box = _box(gen, shape, 2.0, width, torch.float64)
+    params = None
+    if random_params:
+        params = {k: torch.rand(v.shape, generator=gen, dtype=torch.float64)
+                  for k, v in op.init_params([box]).items()}
     A = torch.randn(2, 4, *shape, generator=gen, dtype=torch.float64)
-    (A_in,), bias = op.backward(A, BackwardContext(input_shapes=[shape], input_bounds=[box]))
+    (A_in,), bias = op.backward(A, BackwardContext(input_shapes=[shape], input_bounds=[box], params=params))
     for x in _samples(gen, box, 200):
         lhs = (A * op.forward(x).unsqueeze(1)).flatten(2).sum(-1)
         rhs = (A_in * x.unsqueeze(1)).flatten(2).sum(-1) + bias
@@ -124,17 +134,7 @@ def test_vit_unsat_instance_proven_by_crown():
 @given(seed=st.integers(0, 2**31), width=st.sampled_from([0.01, 0.5, 3.0]))
 def test_backward_sound_for_any_alpha_parameters(seed, width):
     """alpha-CROWN's tangent points (random in [0, 1]) never break soundness."""
-    gen = torch.Generator().manual_seed(seed)
-    shape = (3, 5)
-    op = Softmax(1)
-    box = _box(gen, shape, 2.0, width, torch.float64)
-    params = {k: torch.rand(v.shape, generator=gen, dtype=torch.float64) for k, v in op.init_params([box]).items()}
-    A = torch.randn(2, 4, *shape, generator=gen, dtype=torch.float64)
-    (A_in,), bias = op.backward(A, BackwardContext(input_shapes=[shape], input_bounds=[box], params=params))
-    for x in _samples(gen, box, 200):
-        lhs = (A * op.forward(x).unsqueeze(1)).flatten(2).sum(-1)
-        rhs = (A_in * x.unsqueeze(1)).flatten(2).sum(-1) + bias
-        assert int((lhs < rhs - 1e-12).sum()) == 0
+    _assert_backward_encloses(seed, width, random_params=True)
 
 
 def test_default_parameters_reproduce_the_crown_relaxation():
