@@ -139,15 +139,10 @@ def genbab_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset, cla
         return finish("unknown")
 
     # ---- root
-    t0 = time.perf_counter()
     centre = (lower + upper) / 2
     if search.try_points(centre):
         return finish("sat")
-    result = search.root_bounds(root)
-    row_lower = result.lower if root is None else torch.maximum(result.lower, root.lower.to(result.lower))
-    search.timed("root", t0)
-    score = float(clauses.score(row_lower)[0])
-    stats["root_bound"] = score
+    result, row_lower, score = search.root_step(root)
     if score > PROOF_TOLERANCE:
         return finish("unsat")
     gen = torch.Generator(device="cpu").manual_seed(0)

@@ -279,6 +279,23 @@ class _Search:
                               config=self.bound_config, intermediate=None if root is None else root.intermediate,
                               deadline=self.deadline)
 
+    def root_step(self, root: BoundResult | None) -> tuple[BoundResult, torch.Tensor, float]:
+        """:meth:`root_bounds`, each row kept at least at a handed-over
+        ``root``'s bound (its rows come first; rows added here, such as clause
+        means, keep their own), timed as root; returns the result, the row
+        bounds ``(1, S)`` and the property score (recorded as ``root_bound``)."""
+        t0 = time.perf_counter()
+        result = self.root_bounds(root)
+        row_lower = result.lower
+        if root is not None and root.lower.shape[-1] <= row_lower.shape[-1]:
+            known = root.lower.to(row_lower).reshape(1, -1)
+            row_lower = torch.cat([torch.maximum(row_lower[:, :known.shape[1]], known),
+                                   row_lower[:, known.shape[1]:]], dim=1)
+        self.timed("root", t0)
+        score = float(self.clauses.score(row_lower)[0])
+        self.stats["root_bound"] = score
+        return result, row_lower, score
+
     def timed_pgd(self, starts: torch.Tensor) -> bool:
         """PGD from ``starts``, timed as attack."""
         t0 = time.perf_counter()
@@ -456,19 +473,10 @@ def relu_split_bab(graph: Graph, box_lower, box_upper, spec_matrix, spec_offset,
         return finish("unknown")
 
     # ---- root
-    t0 = time.perf_counter()
     centre = (lower + upper) / 2
     if search.try_points(centre):
         return finish("sat")
-    result = search.root_bounds(root)
-    row_lower = result.lower
-    if root is not None and root.lower.shape[-1] <= row_lower.shape[-1]:  # handed-over rows come first
-        known = root.lower.to(row_lower).reshape(1, -1)
-        row_lower = torch.cat([torch.maximum(row_lower[:, :known.shape[1]], known),
-                               row_lower[:, known.shape[1]:]], dim=1)
-    search.timed("root", t0)
-    score = float(clauses.score(row_lower)[0])
-    stats["root_bound"] = score
+    result, row_lower, score = search.root_step(root)
     if score > PROOF_TOLERANCE:
         return finish("unsat")
     if search.timed_pgd(torch.cat([centre, lower + (upper - lower) * torch.rand(7, *lower.shape[1:]).to(lower)])):
