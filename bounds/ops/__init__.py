@@ -4,6 +4,7 @@ Importing this package registers every ONNX builder (see ``registry``).
 """
 from bounds.ops import (  # noqa: F401  (imported for their @register side effects)
     add,
+    builders_composite,
     builders_nonlinear,
     conv,
     discrete,
