@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bounds.ops.activations import (GELU, Clip, Cos, Erf, Exp, Floor, LeakyReLU, Log, Pow, Reciprocal, Sigmoid,
                                     Sign, Sin, Sqrt, Tanh)
+from bounds.ops.activations_extra import SELU_ALPHA, SELU_GAMMA, Atan, Elu, HardSwish, Softplus, Softsign
 from bounds.ops.base import BackwardContext
 from bounds.ops.relu import ReLU
 
@@ -28,6 +29,9 @@ OPS = {
     "pow-0.5": (Pow(-0.5), "pos"), "leaky": (LeakyReLU(0.1), "all"), "leaky_neg": (LeakyReLU(-0.3), "all"),
     "leaky_steep": (LeakyReLU(3.0), "all"), "clip": (Clip(-1.0, 2.0), "all"), "clip_max": (Clip(None, 0.5), "all"),
     "sin": (Sin(), "all"), "cos": (Cos(), "all"), "sign": (Sign(), "all"), "floor": (Floor(), "all"),
+    "atan": (Atan(), "all"), "softsign": (Softsign(), "all"), "softplus": (Softplus(), "all"),
+    "elu": (Elu(), "all"), "elu_small": (Elu(0.3), "all"), "elu_neg": (Elu(-0.5), "all"),
+    "selu": (Elu(SELU_ALPHA, SELU_GAMMA), "all"), "hardswish": (HardSwish(), "all"),
 }
 N_INTERVALS = 48
 N_POINTS = 65
@@ -158,7 +162,7 @@ def test_sigmoid_crossing_uses_tangent_through_endpoint():
     assert r.upper_bias.item() == pytest.approx(0.5 + 5 * r.upper_slope.item() - 0.5 + torch.sigmoid(l).item(), abs=1e-6)
 
 
-@pytest.mark.parametrize("op", [Sigmoid(), Tanh(), GELU(), Sin(), Exp()], ids=repr)
+@pytest.mark.parametrize("op", [Sigmoid(), Tanh(), GELU(), Sin(), Exp(), Atan(), Softsign(), Softplus()], ids=repr)
 def test_gap_shrinks_quadratically(op):
     """Max distance between the two lines on [c-w, c+w] is O(w^2)."""
     centre = torch.tensor([-1.3, 0.0, 0.4, 2.5], dtype=torch.float64)
@@ -254,3 +258,21 @@ def test_eran_sigmoid_first_layers_crown_vs_sampling():
     assert crown_slack < 0.85 and ibp_slack > 1.0
     assert (crown_lo - ibp_lo).mean() > 0.2
     assert np.isfinite(crown_lo.numpy()).all()
+
+
+def test_kinked_activations_lines_touch_at_the_kinks():
+    """Selu on [-1, 1]: the slope drops at 0 (1.758 -> 1.051), so the upper chord
+    must be lifted to pass through (0, 0) exactly; HardSwish on [-4, 4]: the
+    interval's minimum is -3/8 at -1.5, and on [-3, 3] the upper line is the chord."""
+    l, u = torch.tensor([-1.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    selu = Elu(SELU_ALPHA, SELU_GAMMA)
+    r = selu.relax(l, u)
+    assert r.upper_bias.item() == pytest.approx(0.0, abs=1e-9)  # the line through the corner (0, 0)
+    assert r.upper_slope * l + r.upper_bias >= selu.forward(l) - 1e-12
+    lo, hi = HardSwish().interval((torch.tensor([-4.0]), torch.tensor([4.0])))
+    assert lo.item() == pytest.approx(-0.375, abs=1e-6) and hi.item() == pytest.approx(4.0, abs=1e-5)
+    r = HardSwish().relax(torch.tensor([-3.0], dtype=torch.float64), torch.tensor([3.0], dtype=torch.float64))
+    assert r.upper_slope.item() == pytest.approx(0.5) and r.upper_bias.item() == pytest.approx(1.5, abs=1e-9)
+    lo, hi = Softplus().interval((torch.tensor([-800.0, 50.0], dtype=torch.float64),
+                                  torch.tensor([-700.0, 800.0], dtype=torch.float64)))
+    assert abs(lo[0].item()) <= 1e-300 and hi[1].item() == pytest.approx(800.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from bounds.ops import activations
+from bounds.ops import activations, activations_extra
 from bounds.ops.registry import BuildError, NodeContext, normalize_axis, register
 
 
@@ -26,6 +26,27 @@ _SIMPLE = {
 def build_simple_activation(ctx: NodeContext):
     cls = getattr(activations, _SIMPLE[ctx.op_type])
     return ctx.emit(cls(), [ctx.var(0)], 0)
+
+
+_EXTRA_SIMPLE = {"Atan": activations_extra.Atan, "Softsign": activations_extra.Softsign,
+                 "Softplus": activations_extra.Softplus, "HardSwish": activations_extra.HardSwish}
+
+
+@register(*_EXTRA_SIMPLE)
+def build_extra_activation(ctx: NodeContext):
+    return ctx.emit(_EXTRA_SIMPLE[ctx.op_type](), [ctx.var(0)], 0)
+
+
+@register("Elu")
+def build_elu(ctx: NodeContext):
+    return ctx.emit(activations_extra.Elu(float(ctx.attr("alpha", 1.0))), [ctx.var(0)], 0)
+
+
+@register("Selu")
+def build_selu(ctx: NodeContext):
+    alpha = float(ctx.attr("alpha", activations_extra.SELU_ALPHA))
+    gamma = float(ctx.attr("gamma", activations_extra.SELU_GAMMA))
+    return ctx.emit(activations_extra.Elu(alpha, gamma), [ctx.var(0)], 0)
 
 
 @register("Gelu")
