@@ -16,25 +16,15 @@ def build_relu(ctx: NodeContext):
     return ctx.emit(ReLU(), [ctx.var(0)], 0)
 
 
-_SIMPLE = {
-    "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Log": "Log", "Reciprocal": "Reciprocal",
-    "Sqrt": "Sqrt", "Sin": "Sin", "Cos": "Cos", "Erf": "Erf", "Sign": "Sign", "Floor": "Floor",
-}
+_SIMPLE = {name: getattr(activations, name) for name in (
+    "Sigmoid", "Tanh", "Exp", "Log", "Reciprocal", "Sqrt", "Sin", "Cos", "Erf", "Sign", "Floor")}
+_SIMPLE.update(Atan=activations_extra.Atan, Softsign=activations_extra.Softsign,
+               Softplus=activations_extra.Softplus, HardSwish=activations_extra.HardSwish)
 
 
 @register(*_SIMPLE)
 def build_simple_activation(ctx: NodeContext):
-    cls = getattr(activations, _SIMPLE[ctx.op_type])
-    return ctx.emit(cls(), [ctx.var(0)], 0)
-
-
-_EXTRA_SIMPLE = {"Atan": activations_extra.Atan, "Softsign": activations_extra.Softsign,
-                 "Softplus": activations_extra.Softplus, "HardSwish": activations_extra.HardSwish}
-
-
-@register(*_EXTRA_SIMPLE)
-def build_extra_activation(ctx: NodeContext):
-    return ctx.emit(_EXTRA_SIMPLE[ctx.op_type](), [ctx.var(0)], 0)
+    return ctx.emit(_SIMPLE[ctx.op_type](), [ctx.var(0)], 0)
 
 
 @register("Elu")
