@@ -34,7 +34,7 @@ from bab.input_branching import BRANCHING_RULES, split_boxes, split_scores
 from bab.types import PROOF_TOLERANCE, BabConfig, BabOutcome, Validator
 from bounds.alpha import SPEC_START
 from bounds.crown import Propagator
-from bounds.engine import BoundConfig, compute_bounds
+from bounds.engine import BoundConfig, compute_bounds, forward_sweep
 from bounds.graph import Graph
 
 #: Upper bound of the adaptive batch size; a pass should take well under 1 s.
@@ -137,7 +137,7 @@ def bound_boxes(graph: Graph, lower: torch.Tensor, upper: torch.Tensor, spec_mat
         return result.lower, coeffs
     with torch.no_grad():
         prop = Propagator(graph, x_lower, x_upper)
-        boxes, _ = prop.intermediate_bounds()
+        boxes, _ = prop.intermediate_bounds(forward=forward_sweep(graph, x_lower, x_upper))
         coeffs, bias = _input_coefficients(prop, spec_matrix, boxes)
         center = ((upper + lower) / 2).unsqueeze(-1)
         radius = ((upper - lower) / 2).unsqueeze(-1)

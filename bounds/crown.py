@@ -30,6 +30,7 @@ import torch
 
 from bounds.constraints import LinearConstraints, apply_multipliers
 from bounds.cuts import CutPass, is_cut_set, relu_backward_with_indicators
+from bounds.forward import ForwardSweep, tighten
 from bounds.graph import Graph, Node
 from bounds.ibp import intersect, node_interval
 from bounds.ops.base import BackwardContext, Bounds, ElementwiseNonlinear, sum_tail
@@ -369,6 +370,7 @@ class Propagator:
                             reference: Mapping[str, Bounds] | None = None,
                             row_sets: dict[str, RowSet] | None = None,
                             params_by_start: Mapping[str, Params] | None = None,
+                            forward: ForwardSweep | None = None,
                             ) -> tuple[dict[str, Bounds], dict[str, RowSet]]:
         """Boxes of every node, with CROWN boxes for the nodes relaxations read.
 
@@ -377,6 +379,10 @@ class Propagator:
         are intersected in, so re-derived bounds never get looser.  ``row_sets``
         fixes which neurons get backward passes (default: chosen from the IBP
         box).  ``params_by_start`` gives alpha parameters per start node.
+        ``forward``: a forward-mode sweep (:mod:`bounds.forward`) advanced node
+        by node on the boxes kept so far; its boxes are intersected in before
+        the rows are chosen, so backward passes only go where it left neurons
+        unstable.
         """
         supplied = supplied or {}
         reference = reference or {}
@@ -384,29 +390,38 @@ class Propagator:
         bounds: dict[str, Bounds] = {self.graph.input_name: (self.input_lower, self.input_upper)}
         targets = set(self.needs_bounds)
         for node in self.graph.nodes:
-            box = node_interval(node, bounds)
-            if node.name in supplied:
-                box = intersect(box, supplied[node.name])
-            elif node.name in targets:
-                box = intersect(box, reference.get(node.name))
-                if not (self.is_affine_of_input(node.name) or isinstance(node.op, ElementwiseNonlinear)):
-                    rows = row_sets[node.name] if row_sets is not None and node.name in row_sets \
-                        else self.select_rows(node.name, box)
-                    if self.past_deadline():
-                        bounds[node.name] = box
-                        continue
-                    if rows.num_rows > self.graph.input_numel and self.is_affine_prefix(node.name):
-                        box = intersect(box, self.affine_box(node.name))
-                        bounds[node.name] = box
-                        continue
-                    params = None if params_by_start is None else params_by_start.get(node.name)
-                    if params is None and row_sets is None and self.behind_step(node.name) \
-                            and rows.index.numel() > 2 * STEP_PROBE_ROWS:
-                        rows = self.probe_rows(node.name, box, bounds, rows)
-                    chosen[node.name] = rows
-                    box = self.node_bounds(node.name, box, bounds, rows, params)
+            box = self._node_box(node, bounds, supplied, reference, row_sets, params_by_start, targets, chosen,
+                                 forward)
             bounds[node.name] = box
+            if forward is not None:
+                forward.settle(node, box)
         return bounds, chosen
+
+    def _node_box(self, node: Node, bounds, supplied, reference, row_sets, params_by_start, targets, chosen,
+                  forward: ForwardSweep | None) -> Bounds:
+        """One node's box for :meth:`intermediate_bounds` (records its row set in ``chosen``)."""
+        box = node_interval(node, bounds)
+        if forward is not None:
+            box = tighten(box, forward.advance(node, bounds))
+        if node.name in supplied:
+            return intersect(box, supplied[node.name])
+        if node.name not in targets:
+            return box
+        box = intersect(box, reference.get(node.name))
+        if self.is_affine_of_input(node.name) or isinstance(node.op, ElementwiseNonlinear):
+            return box
+        rows = row_sets[node.name] if row_sets is not None and node.name in row_sets \
+            else self.select_rows(node.name, box)
+        if self.past_deadline():
+            return box
+        if rows.num_rows > self.graph.input_numel and self.is_affine_prefix(node.name):
+            return intersect(box, self.affine_box(node.name))
+        params = None if params_by_start is None else params_by_start.get(node.name)
+        if params is None and row_sets is None and self.behind_step(node.name) \
+                and rows.index.numel() > 2 * STEP_PROBE_ROWS:
+            rows = self.probe_rows(node.name, box, bounds, rows)
+        chosen[node.name] = rows
+        return self.node_bounds(node.name, box, bounds, rows, params)
 
     # ------------------------------------------------------------- the spec
     def spec_lower(self, spec_matrix: torch.Tensor, spec_offset: torch.Tensor | None,

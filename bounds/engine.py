@@ -25,6 +25,7 @@ import torch
 from bounds.alpha import AlphaSettings, optimize
 from bounds.constraints import LinearConstraints, as_constraint_list, initial_betas
 from bounds.crown import Propagator
+from bounds.forward import ForwardSweep, backward_cost, free_inputs
 from bounds.graph import Graph
 from bounds.ibp import interval_bounds, spec_interval
 from bounds.ops.base import Bounds
@@ -48,7 +49,20 @@ class BoundConfig:
     +0.16 on mnist 256x2 for ~5x time, but only +0.003 on oval21 for 12x).  ``early_stop_margin``: stop the
     optimization once every row's (``early_stop_mode="all"``) or, per domain,
     some row's (``"any"``: a clause is a conjunction, one violated row
-    suffices) lower bound exceeds it.
+    suffices) lower bound exceeds it.  ``forward_reference``: intersect
+    forward-mode linear bounds over the free inputs (:mod:`bounds.forward`,
+    advanced node by node on the boxes kept so far) into every intermediate
+    box before its rows are chosen; backward passes then only go to the
+    neurons those boxes leave unstable.
+    ``"auto"`` does it where backward passes are expensive and the forward
+    pass is not: the backward cost estimate (every neuron a relaxation reads
+    times the elements on its path, :func:`bounds.forward.backward_cost`) is
+    at least ``forward_min_backward`` and ``forward_min_ratio`` times the
+    forward cost ``(free inputs + 1) * sum(node sizes)``, which must stay
+    under ``forward_limit`` for the batch (cgan, 4 free inputs: intermediate
+    bounds 25.5 s -> 3.0 s, tighter on 5 of 7 layers).  Not on cheap nets:
+    CROWN's default slopes are not monotone in the boxes, and on ACAS Xu
+    input-split BaB the tighter boxes cost 10x more domains (54k vs 6k).
     """
 
     method: str = "crown"
@@ -63,6 +77,10 @@ class BoundConfig:
     max_coeff_elements: int = 2 ** 24
     early_stop_margin: float | None = None
     early_stop_mode: str = "all"
+    forward_reference: bool | str = "auto"
+    forward_limit: float = 2 ** 25
+    forward_min_backward: float = 1e7
+    forward_min_ratio: float = 8.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -148,7 +166,8 @@ def compute_bounds(graph: Graph, input_lower: torch.Tensor, input_upper: torch.T
             return BoundResult(lower, upper if want_upper else None, keep, None, None, stats)
 
         prop = Propagator(graph, input_lower, input_upper, config.max_coeff_elements, deadline=deadline)
-        boxes, row_sets = prop.intermediate_bounds(supplied=intermediate)
+        boxes, row_sets = prop.intermediate_bounds(
+            supplied=intermediate, forward=forward_sweep(graph, input_lower, input_upper, intermediate, config))
         output_box = boxes[graph.output_name]
         ibp_lower = spec_interval(spec_matrix, *output_box, spec_offset)[0]
         betas = _warm(warm_start, "betas")
@@ -182,6 +201,26 @@ def compute_bounds(graph: Graph, input_lower: torch.Tensor, input_upper: torch.T
     keep = {name: boxes[name] for name in _relaxed_nodes(graph) if name in boxes}
     return BoundResult(lower[:, :num_rows].detach(), None if upper is None else upper.detach(), keep,
                        alphas, betas if constraint_list else None, stats)
+
+
+def forward_sweep(graph: Graph, input_lower: torch.Tensor, input_upper: torch.Tensor,
+                  intermediate: Mapping[str, Bounds] | None = None,
+                  config: BoundConfig | None = None) -> ForwardSweep | None:
+    """A forward-mode sweep for :meth:`Propagator.intermediate_bounds`, or
+    None when it would not pay (see ``BoundConfig.forward_reference``)."""
+    config = config or BoundConfig()
+    if config.forward_reference in (False, "off"):
+        return None
+    relaxed = [n for n in graph.nodes if not n.op.is_linear]
+    if intermediate is not None and all(i in intermediate for n in relaxed for i in n.inputs):
+        return None   # every box a relaxation reads is given (ReLU-split BaB)
+    if config.forward_reference not in (True, "on"):
+        forward = (int(free_inputs(input_lower, input_upper).numel()) + 1) * sum(n.numel for n in graph.nodes)
+        backward = backward_cost(graph)
+        if backward < max(config.forward_min_backward, config.forward_min_ratio * forward) \
+                or int(input_lower.shape[0]) * forward > config.forward_limit:
+            return None
+    return ForwardSweep(graph, input_lower, input_upper)
 
 
 def _relaxed_nodes(graph: Graph) -> list[str]:

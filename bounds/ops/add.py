@@ -20,6 +20,7 @@ class Add2(Operator):
         self.out_shape = broadcast_shape(self.x_shape, self.z_shape)
         self.x_coef = float(x_coef)
         self.z_coef = float(z_coef)
+        self.input_signs = (1 if self.x_coef >= 0 else -1, 1 if self.z_coef >= 0 else -1)
 
     def _combine(self, x, z, x_coef, z_coef):
         rank = len(self.out_shape)

@@ -23,6 +23,7 @@ on ``[lower, upper]``; :class:`ElementwiseNonlinear` turns that into
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,6 +61,19 @@ class LinearRelaxation:
     upper_bias: torch.Tensor
 
 
+def weight_parts(op: "Operator", weight: str, bias: str | None) -> tuple["Operator", "Operator"]:
+    """Copies of ``op`` with ``weight`` clamped to its positive and to its
+    negative entries and ``bias`` dropped (see :meth:`Operator.signed_parts`)."""
+    parts = []
+    for clamp in ({"min": 0}, {"max": 0}):
+        part = copy.copy(op)
+        setattr(part, weight, getattr(op, weight).clamp(**clamp))
+        if bias is not None and getattr(op, bias) is not None:
+            setattr(part, bias, torch.zeros_like(getattr(op, bias)))
+        parts.append(part)
+    return parts[0], parts[1]
+
+
 def sum_tail(t: torch.Tensor, keep: int = 2) -> torch.Tensor:
     """Sum over every axis after the first ``keep`` ones."""
     if t.dim() <= keep:
@@ -75,6 +89,10 @@ class Operator:
     #: True when the operator is affine in each input separately but not
     #: jointly (e.g. the product of two variables); such ops are nonlinear.
     num_inputs: int = 1
+    #: for ops linear in each input with one sign per input (data movement,
+    #: sums, ``a x + b z``): that sign per input (forward-mode bounds map the
+    #: lower forms of positive inputs and the upper forms of negative ones)
+    input_signs: tuple[int, ...] | None = None
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -84,6 +102,12 @@ class Operator:
 
     def backward(self, A: torch.Tensor, ctx: BackwardContext) -> tuple[list[torch.Tensor | None], torch.Tensor | float]:
         raise NotImplementedError(f"{self.op_type}: no backward (CROWN) rule")
+
+    def signed_parts(self) -> tuple["Operator", "Operator"] | None:
+        """A linear op's matrix split into its positive and negative entries,
+        as two copies of the op without constant term (forward-mode bounds);
+        None when the op has no such rule."""
+        return None
 
     @property
     def has_backward(self) -> bool:

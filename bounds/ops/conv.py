@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bounds.ops.base import BackwardContext, Operator, sum_tail
+from bounds.ops.base import BackwardContext, Operator, sum_tail, weight_parts
 from bounds.ops.registry import BuildError, NodeContext, register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -55,6 +55,9 @@ class _ConvolutionBase(Operator):
 
     def forward(self, x):
         return self._apply(x, self.weight, self.bias)
+
+    def signed_parts(self):
+        return weight_parts(self, "weight", "bias")
 
     def interval(self, bounds):
         """Centre/radius form: ``L(c, W) + b -+ L(r, |W|)``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from bounds.ops.add import Add2
-from bounds.ops.base import BackwardContext, Operator, sum_tail
+from bounds.ops.base import BackwardContext, Operator, sum_tail, weight_parts
 from bounds.ops.broadcast import broadcast_shape, lift_rank, sum_to_shape
 from bounds.ops.registry import BuildError, NodeContext, register
 
@@ -27,6 +27,9 @@ class ElementwiseAffine(Operator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lift_rank(x, len(self.out_shape)) * self.scale + self.bias
+
+    def signed_parts(self):
+        return weight_parts(self, "scale", "bias")
 
     def interval(self, bounds):
         """Centre ``c*s + b``, radius ``r*|s|``: exact for an affine map."""

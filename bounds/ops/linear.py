@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from bounds.ops.base import BackwardContext, Operator, sum_tail
+from bounds.ops.base import BackwardContext, Operator, sum_tail, weight_parts
 from bounds.ops.broadcast import broadcast_shape, lift_rank, sum_to_shape
 from bounds.ops.registry import BuildError, NodeContext, Var, register
 
@@ -20,6 +20,9 @@ class Linear(Operator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    def signed_parts(self):
+        return weight_parts(self, "weight", "bias")
 
     def interval(self, bounds):
         """``y_c = W c + b``, ``y_r = |W| r`` with ``c``, ``r`` the box centre and radius."""
@@ -61,6 +64,9 @@ class MatMulConst(Operator):
 
     def forward(self, x):
         return self._apply(x, self.weight)
+
+    def signed_parts(self):
+        return weight_parts(self, "weight", None)
 
     def interval(self, bounds):
         lower, upper = bounds

@@ -17,6 +17,7 @@ from bounds.ops.registry import BuildError, NodeContext, register
 
 class AveragePool(Operator):
     op_type = "AveragePool"
+    input_signs = (1,)   # a window mean: no negative weight
 
     def __init__(self, conv: Conv, inv_count: torch.Tensor | None):
         self.conv = conv            # depthwise conv, kernel of ones (or 1/k)

@@ -10,6 +10,7 @@ from bounds.ops.registry import NodeContext, normalize_axis, register
 
 class Reduce(Operator):
     op_type = "ReduceSum"
+    input_signs = (1,)
 
     def __init__(self, axes, keepdims: bool, in_shape, mean: bool = False):
         self.axes = tuple(sorted(axes))

@@ -22,6 +22,7 @@ class Reshape(Operator):
     """``y = x.reshape(out_shape)`` on the per-sample part (row-major order)."""
 
     op_type = "Reshape"
+    input_signs = (1,)
 
     def __init__(self, out_shape):
         self.out_shape = tuple(int(s) for s in out_shape)
@@ -43,6 +44,7 @@ class Transpose(Operator):
     """``y = x.permute(perm)`` on the per-sample axes."""
 
     op_type = "Transpose"
+    input_signs = (1,)
 
     def __init__(self, perm):
         self.perm = tuple(int(p) for p in perm)
@@ -75,6 +77,7 @@ class Concat(Operator):
         self.parts = list(parts)
         self.sizes = list(sizes)
         self.num_inputs = sum(p is None for p in self.parts)
+        self.input_signs = (1,) * self.num_inputs
 
     def _join(self, xs):
         ref = xs[0]
@@ -116,6 +119,7 @@ class AxisSelect(Operator):
     """
 
     op_type = "AxisSelect"
+    input_signs = (1,)
 
     def __init__(self, in_shape, steps: list[tuple[int, slice | torch.Tensor]], out_shape=None):
         self.in_shape = tuple(in_shape)
@@ -167,6 +171,7 @@ class Pad(Operator):
     """Constant padding: ``pads`` in ONNX order (all begins, then all ends); may be negative (crop)."""
 
     op_type = "Pad"
+    input_signs = (1,)
 
     def __init__(self, pads, value: float = 0.0):
         rank = len(pads) // 2
@@ -197,6 +202,7 @@ class Expand(Operator):
     """Broadcast ``x`` to ``out_shape`` (numpy rules)."""
 
     op_type = "Expand"
+    input_signs = (1,)
 
     def __init__(self, in_shape, out_shape):
         self.in_shape = tuple(in_shape)
