@@ -17,14 +17,13 @@ body: mean, centred square, ``1 / sqrt(var + eps)``).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Sequence
 
 import torch
 
 from bounds.ops.add import Add2
 from bounds.ops.elementwise_affine import ElementwiseAffine
-from bounds.ops.reduce import Reduce
+from bounds.ops.reduce import Reduce, reduce_axes
 from bounds.ops.registry import BuildError, NodeContext, Var, get_builder, normalize_axis, register
 from bounds.ops.relu import ReLU
 from bounds.ops.shape_ops import AxisSelect, Concat, Expand, Reshape
@@ -143,16 +142,13 @@ def _halves_extreme(ctx: NodeContext, x: Var, axis: int, take_max: bool, final: 
 
 @register("ReduceMax", "ReduceMin")
 def build_reduce_extreme(ctx: NodeContext):
-    x = ctx.var(0)
-    axes = ctx.ints_from_attr_or_input("axes", 1)
-    if not axes:
-        if int(ctx.attr("noop_with_empty_axes", 0)):
-            return x
-        axes = list(range(x.rank))
-    axes = sorted({normalize_axis(a, x.rank) for a in axes})
+    """Max/min over each reduced axis in turn, by a balanced tree of halves."""
+    x, keepdims = ctx.var(0), bool(ctx.attr("keepdims", 1))
+    axes = reduce_axes(ctx, x.rank)
+    if axes is None:
+        return x
     if 0 in axes and x.shape[0] != 1:
         raise BuildError(f"{ctx.op_type} over the batch axis")
-    keepdims = bool(ctx.attr("keepdims", 1))
     for k, axis in enumerate(axes):
         x = _halves_extreme(ctx, x, axis, ctx.op_type == "ReduceMax", final=keepdims and k == len(axes) - 1)
     if not keepdims:

@@ -43,14 +43,22 @@ class Reduce(Operator):
         return f"{self.op_type}(axes={list(self.axes)}, keepdims={self.keepdims})"
 
 
-@register("ReduceSum", "ReduceMean")
-def build_reduce(ctx: NodeContext):
-    x = ctx.var(0)
+def reduce_axes(ctx: NodeContext, rank: int) -> list[int] | None:
+    """Sorted axes of an ONNX Reduce* node (attribute or input; none given:
+    all axes), or None for a no-op (``noop_with_empty_axes``)."""
     axes = ctx.ints_from_attr_or_input("axes", 1)
     if not axes:
         if int(ctx.attr("noop_with_empty_axes", 0)):
-            return x
-        axes = list(range(x.rank))
-    axes = [normalize_axis(a, x.rank) for a in axes]
+            return None
+        axes = list(range(rank))
+    return sorted({normalize_axis(a, rank) for a in axes})
+
+
+@register("ReduceSum", "ReduceMean")
+def build_reduce(ctx: NodeContext):
+    x = ctx.var(0)
+    axes = reduce_axes(ctx, x.rank)
+    if axes is None:
+        return x
     op = Reduce(axes, bool(ctx.attr("keepdims", 1)), x.shape, mean=ctx.op_type == "ReduceMean")
     return ctx.emit(op, [x], 0)
