@@ -172,7 +172,10 @@ class ForwardSweep:
             inputs = [self.forms[i] for i in node.inputs]
             out = None
             if isinstance(node.op, ElementwiseNonlinear) and len(inputs) == 1:
-                out = _relaxed_forms(node.op, inputs[0], boxes[node.inputs[0]])
+                try:
+                    out = _relaxed_forms(node.op, inputs[0], boxes[node.inputs[0]])
+                except NotImplementedError:   # an op with hand-made bounds only: restart
+                    out = None
             elif node.op.is_linear:
                 out = _linear_forms(node.op, inputs)
             if out is not None and not bool(torch.isfinite(out[0]).all() and torch.isfinite(out[1]).all()):
