@@ -12,6 +12,7 @@ from bounds.ops import (  # noqa: F401  (imported for their @register side effec
     linear,
     pooling_avg,
     reduce,
+    resize,
     shape_ops,
 )
 from bounds.ops.registry import register, supported_ops  # noqa: F401

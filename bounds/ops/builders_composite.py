@@ -17,6 +17,7 @@ body: mean, centred square, ``1 / sqrt(var + eps)``).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Sequence
 
 import torch
@@ -242,15 +243,23 @@ def build_global_pool(ctx: NodeContext):
     return _emit(ctx, MaxPool(list(x.shape[2:]), [1] * d, [0] * (2 * d), [1] * d, False), [x], True)
 
 
-@register("LayerNormalization")
-def build_layer_norm(ctx: NodeContext):
-    """``(x - mean) / sqrt(var + eps) * scale + bias`` over the axes from ``axis`` on."""
+@register("LayerNormalization", "InstanceNormalization")
+def build_normalization(ctx: NodeContext):
+    """``(x - mean) / sqrt(var + eps) * scale + bias``: over the axes from
+    ``axis`` on (LayerNormalization), over the spatial axes with per-channel
+    scale and bias (InstanceNormalization)."""
     from bounds.ops.activations import Pow, Reciprocal, Sqrt
     if ctx.num_outputs > 1:
-        raise BuildError("LayerNormalization with Mean/InvStdDev outputs")
+        raise BuildError(f"{ctx.op_type} with Mean/InvStdDev outputs")
     x = ctx.var(0)
-    axis = normalize_axis(ctx.attr("axis", -1), x.rank)
-    axes = list(range(axis, x.rank))
+    if ctx.op_type == "InstanceNormalization":
+        if x.rank < 3:
+            raise BuildError("InstanceNormalization needs rank >= 3")
+        axes = list(range(2, x.rank))
+        per_channel = (-1,) + (1,) * (x.rank - 2)
+    else:
+        axes = list(range(normalize_axis(ctx.attr("axis", -1), x.rank), x.rank))
+        per_channel = None
     eps = float(ctx.attr("epsilon", 1e-5))
     mean = _emit(ctx, Reduce(axes, True, x.shape, mean=True), [x], False)
     centred = _emit(ctx, Add2(x.shape, mean.shape, 1.0, -1.0), [x, mean], False)
@@ -261,4 +270,24 @@ def build_layer_norm(ctx: NodeContext):
     normalized = _call(ctx, "Mul", [centred, inv_std])
     scale = _check_finite(ctx, ctx.const(1, float_=True))
     bias = _check_finite(ctx, ctx.const(2, float_=True)) if ctx.has_input(2) else torch.zeros(())
+    if per_channel is not None:
+        scale, bias = scale.reshape(per_channel), bias.reshape(per_channel)
     return _affine(ctx, normalized, scale, bias, final=True)
+
+
+@register("Gelu")
+def build_gelu(ctx: NodeContext):
+    """Exact Gelu as one relaxed op; the tanh approximation as its formula
+    ``x * (1/2 + tanh(sqrt(2/pi) (x + 0.044715 x^3)) / 2)`` (a product of
+    relaxed parts: sound, looser than a dedicated relaxation)."""
+    from bounds.ops.activations import GELU, Pow, Tanh
+    from bounds.ops.product import Mul2
+    x = ctx.var(0)
+    approximate = ctx.attr("approximate", b"none")
+    if (approximate.decode() if isinstance(approximate, bytes) else approximate) == "none":
+        return _emit(ctx, GELU(), [x], True)
+    k = math.sqrt(2.0 / math.pi)
+    cube = _emit(ctx, Pow(3.0), [x], False)
+    inner = _emit(ctx, Add2(x.shape, cube.shape, k, k * 0.044715), [x, cube], False)
+    half = _affine(ctx, _emit(ctx, Tanh(), [inner], False), 0.5, 0.5)
+    return _emit(ctx, Mul2(), [x, half], True)

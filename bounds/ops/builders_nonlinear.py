@@ -39,14 +39,6 @@ def build_selu(ctx: NodeContext):
     return ctx.emit(activations_extra.Elu(alpha, gamma), [ctx.var(0)], 0)
 
 
-@register("Gelu")
-def build_gelu(ctx: NodeContext):
-    approx = ctx.attr("approximate", b"none")
-    if (approx.decode() if isinstance(approx, bytes) else approx) != "none":
-        raise BuildError("Gelu with tanh approximation")
-    return ctx.emit(activations.GELU(), [ctx.var(0)], 0)
-
-
 @register("LeakyRelu")
 def build_leaky_relu(ctx: NodeContext):
     return ctx.emit(activations.LeakyReLU(float(ctx.attr("alpha", 0.01))), [ctx.var(0)], 0)

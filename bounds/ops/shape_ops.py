@@ -2,7 +2,7 @@
 
 Reshape (also Flatten/Squeeze/Unsqueeze), Transpose, Concat (variables and
 constants), AxisSelect (Slice, Split, Gather with constant indices,
-nearest-neighbour Resize, edge/reflect Pad), Pad with a constant value, and
+nearest-neighbour Resize (built in ``resize.py``), edge/reflect Pad), Pad with a constant value, and
 Expand.  Per-sample axis ``k`` is runtime axis ``k+1`` for values and ``k+2``
 for backward coefficients ``(B, S, ...)``.
 """
@@ -417,58 +417,3 @@ def build_shape(ctx: NodeContext):
     start = int(ctx.attr("start", 0))
     end = ctx.attr("end")
     return shape[start:end if end is not None else None]
-
-
-def _nearest_source(out_size: int, in_size: int, scale: float, coord_mode: str, nearest_mode: str) -> torch.Tensor:
-    """ONNX Resize (nearest): source index of every output index along one axis."""
-    dst = torch.arange(out_size, dtype=torch.float64)
-    if coord_mode == "asymmetric":
-        src = dst / scale
-    elif coord_mode == "align_corners":
-        src = dst * (in_size - 1) / max(out_size - 1, 1)
-    elif coord_mode == "pytorch_half_pixel":
-        src = (dst + 0.5) / scale - 0.5 if out_size > 1 else torch.zeros_like(dst)
-    elif coord_mode in ("half_pixel", "tf_half_pixel_for_nn"):
-        src = (dst + 0.5) / scale - (0.5 if coord_mode == "half_pixel" else 0.0)
-    else:
-        raise BuildError(f"Resize coordinate_transformation_mode {coord_mode!r}")
-    if nearest_mode == "floor":
-        idx = torch.floor(src)
-    elif nearest_mode == "ceil":
-        idx = torch.ceil(src)
-    elif nearest_mode == "round_prefer_ceil":
-        idx = torch.floor(src + 0.5)
-    else:  # round_prefer_floor (default)
-        idx = torch.ceil(src - 0.5)
-    return idx.clamp(0, in_size - 1).to(torch.long)
-
-
-@register("Resize", "Upsample")
-def build_resize(ctx: NodeContext):
-    x = ctx.var(0)
-    mode = ctx.attr("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    if mode != "nearest":
-        raise BuildError(f"{ctx.op_type} mode {mode!r} (only nearest is supported)")
-    if ctx.op_type == "Upsample":
-        scales = list(ctx.attr("scales")) if "scales" in ctx.attrs else ctx.const(1, float_=True).tolist()
-        coord = "asymmetric"
-        nearest = "floor"
-        sizes = None
-    else:
-        def text(key, default):
-            v = ctx.attr(key, default)
-            return v.decode() if isinstance(v, bytes) else v
-        coord = text("coordinate_transformation_mode", "half_pixel" if ctx.opset >= 11 else "asymmetric")
-        nearest = text("nearest_mode", "round_prefer_floor")
-        scale_index = 2 if ctx.opset >= 11 else 1
-        sizes = ctx.const_ints(3) if ctx.opset >= 11 and ctx.has_input(3) and ctx.const(3).numel() else None
-        scales = ctx.const(scale_index, float_=True).tolist() if sizes is None else None
-    steps = []
-    for axis, dim in enumerate(x.shape):
-        out = sizes[axis] if sizes is not None else int(math.floor(dim * scales[axis]))
-        scale = out / dim if sizes is not None else scales[axis]
-        if out == dim and scale == 1.0:
-            continue
-        steps.append((axis, _nearest_source(out, dim, scale, coord, nearest)))
-    return ctx.emit(AxisSelect(x.shape, steps), [x], 0)
