@@ -66,6 +66,12 @@ CASES = {
     "prelu_channel": (_node("PRelu", ["@", "s"]), {"s": CHANNEL}, {"mid_shape": [1, 2, 2, 2]}),
     "prelu_steep": (_node("PRelu", ["@", "s"]), {"s": np.float32(1.7)}, {}),
     "hard_sigmoid": (_node("HardSigmoid", ["@"], alpha=0.3, beta=0.4), {}, {}),
+    "clip_both": (_node("Clip", ["@", "lo", "hi"]), {"lo": np.float32(-0.3), "hi": np.float32(0.6)}, {}),
+    "clip_low": (_node("Clip", ["@", "lo"]), {"lo": np.float32(0.2)}, {}),
+    "clip_high_opset10": (_node("Clip", ["@"], max=0.4), {}, {"opset": 10}),
+    "clip_crossed": (_node("Clip", ["@", "lo", "hi"]), {"lo": np.float32(0.5), "hi": np.float32(-0.5)}, {}),
+    "leaky": (_node("LeakyRelu", ["@"], alpha=0.1), {}, {}),
+    "leaky_steep": (_node("LeakyRelu", ["@"], alpha=2.5), {}, {}),
     "ceil": (_node("Ceil", ["@"]), {}, {}),
     "sum": (_node("Sum", ["@", "@", "c"]), {"c": ROW}, {}),
     "mean": (_node("Mean", ["@", "c"]), {"c": ROW}, {}),
@@ -136,11 +142,12 @@ def test_every_bound_method_encloses_sampled_outputs(name):
 
 
 def test_piecewise_linear_ops_become_relus_and_abs_gets_its_hull():
-    """Max/Min/Abs/PRelu/ReduceMax import as ReLU nodes plus linear ops (so the
+    """Max/Min/Abs/PRelu/LeakyRelu/Clip/ReduceMax import as ReLU nodes plus linear ops (so the
     MIP encoding and ReLU-split BaB apply), and CROWN's bound of |x| on a box
     that crosses 0 approaches the hull's: the chord above, the minimum 0 below."""
     from bounds.lp_encode import encode_graph
-    for name in ("max_vars", "min_const", "abs", "prelu_channel", "reduce_max", "global_max"):
+    for name in ("max_vars", "min_const", "abs", "prelu_channel", "reduce_max", "global_max", "clip_both",
+                 "clip_low", "leaky", "hard_sigmoid"):
         graph = load_onnx(_build(name))
         kinds = {n.op.op_type for n in graph.nodes if not n.op.is_linear}
         assert kinds <= {"Relu", "MaxPool"}, (name, kinds)
@@ -191,3 +198,44 @@ def test_unsupported_variants_name_the_node():
     body = _node("Tile", ["@", "r"])
     with pytest.raises(UnsupportedOperatorError, match="Tile along the batch axis"):
         load_onnx(_mlp_around(body, {"r": np.asarray([2, 1], np.int64)}, out_width=16))
+
+
+def _clip_mlp(seed: int, n_in: int = 20, hidden: int = 24) -> onnx.ModelProto:
+    """n_in -> hidden -> Clip(0, 1) -> hidden -> Clip(0, 1) -> 3 (ReLU6-style)."""
+    rng = np.random.default_rng(seed)
+    sizes, nodes, inits, prev = [n_in, hidden, hidden, 3], [], [], "x"
+    for i in range(3):
+        w = (rng.normal(size=(sizes[i], sizes[i + 1])) * 1.5 / np.sqrt(sizes[i])).astype(np.float32)
+        b = (rng.normal(size=sizes[i + 1]) * 0.3).astype(np.float32)
+        inits += [_const(f"w{i}", w), _const(f"b{i}", b)]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], ["y" if i == 2 else f"a{i}"])]
+        if i < 2:
+            nodes.append(helper.make_node("Clip", [f"a{i}", "zero", "one"], [f"c{i}"]))
+            prev = f"c{i}"
+    inits += [_const("zero", np.float32(0)), _const("one", np.float32(1))]
+    graph = helper.make_graph(nodes, "clip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_clip_net_goes_to_relu_split_bab_and_agrees_with_the_mip():
+    """20 free inputs: a Clip net is piecewise linear, so ReLU-split BaB (not
+    GenBaB) decides it; verdicts match the exact MIP."""
+    from bounds.lp import mip_minimum
+    from verifier.api import verify
+    from verifier.spec_builder import SpecBuilder
+
+    model = _clip_mlp(3)
+    graph = load_onnx(model)
+    centre = np.zeros(20, np.float32)
+    label = int(_ort_outputs(model, centre[None])[0].argmax())
+    for eps, expected in ((0.05, "unsat"), (0.1, "sat")):
+        result = verify(model.SerializeToString(), SpecBuilder.linf_ball(centre, eps).robust(label, 3), timeout=30,
+                        example_input=torch.zeros(1, 20))
+        lower = torch.tensor(centre - eps, dtype=torch.float64)
+        upper = torch.tensor(centre + eps, dtype=torch.float64)
+        worst = min(mip_minimum(graph, lower, upper, _margin_row(label, j)) for j in range(3) if j != label)
+        assert (worst > 0) == (expected == "unsat") and result.status == expected, (eps, result.status, worst)
+        if expected == "unsat":
+            assert result.stats["bab"]["strategy"] == "relu-split" and result.stats["bab"]["domains_visited"] > 0

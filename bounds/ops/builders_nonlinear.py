@@ -39,11 +39,6 @@ def build_selu(ctx: NodeContext):
     return ctx.emit(activations_extra.Elu(alpha, gamma), [ctx.var(0)], 0)
 
 
-@register("LeakyRelu")
-def build_leaky_relu(ctx: NodeContext):
-    return ctx.emit(activations.LeakyReLU(float(ctx.attr("alpha", 0.01))), [ctx.var(0)], 0)
-
-
 @register("Pow")
 def build_pow(ctx: NodeContext):
     if not (ctx.is_var(0) and ctx.is_const(1)):
@@ -55,16 +50,6 @@ def build_pow(ctx: NodeContext):
     if value == 1.0:
         return ctx.var(0)
     return ctx.emit(activations.Pow(value), [ctx.var(0)], 0)
-
-
-@register("Clip")
-def build_clip(ctx: NodeContext):
-    if "min" in ctx.attrs or "max" in ctx.attrs:  # opset < 11
-        low, high = ctx.attr("min"), ctx.attr("max")
-    else:
-        low = float(ctx.const(1).reshape(-1)[0]) if ctx.has_input(1) else None
-        high = float(ctx.const(2).reshape(-1)[0]) if ctx.has_input(2) else None
-    return ctx.emit(activations.Clip(low, high), [ctx.var(0)], 0)
 
 
 @register("Softmax")
