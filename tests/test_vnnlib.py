@@ -407,7 +407,9 @@ def _specs(draw) -> Spec:
             matrix = np.array(draw(st.lists(
                 st.lists(_finite, min_size=num_outputs, max_size=num_outputs), min_size=rows, max_size=rows)))
             matrix[np.abs(matrix) < 1e-300] = 0.0
-            matrix[:, draw(st.integers(0, num_outputs - 1))] += 1.5  # at least one non-zero per row
+            column = draw(st.integers(0, num_outputs - 1))
+            matrix[:, column] += 1.5  # at least one non-zero per row...
+            matrix[np.all(matrix == 0, axis=1), column] = 1.0  # ...even where a drawn -1.5 cancels the shift
             offset = np.array(draw(st.lists(_finite, min_size=rows, max_size=rows)))
             clauses.append(Clause(matrix=matrix, offset=offset))
         properties.append(Property(box=InputBox(lower=lower, upper=upper), clauses=clauses))
