@@ -215,10 +215,11 @@ def forward_sweep(graph: Graph, input_lower: torch.Tensor, input_upper: torch.Te
     if intermediate is not None and all(i in intermediate for n in relaxed for i in n.inputs):
         return None   # every box a relaxation reads is given (ReLU-split BaB)
     if config.forward_reference not in (True, "on"):
+        backward = backward_cost(graph)   # cached per graph: most nets stop here, before counting free inputs
+        if backward < config.forward_min_backward:
+            return None
         forward = (int(free_inputs(input_lower, input_upper).numel()) + 1) * sum(n.numel for n in graph.nodes)
-        backward = backward_cost(graph)
-        if backward < max(config.forward_min_backward, config.forward_min_ratio * forward) \
-                or int(input_lower.shape[0]) * forward > config.forward_limit:
+        if backward < config.forward_min_ratio * forward or int(input_lower.shape[0]) * forward > config.forward_limit:
             return None
     return ForwardSweep(graph, input_lower, input_upper)
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from bounds.ops.add import Add2
 from bounds.ops.elementwise_affine import ElementwiseAffine
 from bounds.ops.reduce import Reduce, reduce_axes
-from bounds.ops.registry import BuildError, NodeContext, Var, get_builder, normalize_axis, register
+from bounds.ops.registry import BuildError, NodeContext, Var, normalize_axis, register
 from bounds.ops.relu import ReLU
 from bounds.ops.shape_ops import AxisSelect, Concat, Expand, Reshape
 
@@ -37,24 +37,14 @@ def _as_float(c: torch.Tensor) -> torch.Tensor:
     return c.to(torch.float32) if not c.is_floating_point() else c
 
 
-def _call(ctx: NodeContext, op_type: str, inputs: Sequence[Value | None], attrs: dict[str, Any] | None = None,
-          final: bool = False) -> Value:
-    """Run the registered builder of ``op_type`` as one step of ``ctx``'s node;
-    only the ``final`` step takes the node's ONNX output name."""
-    sub = NodeContext(op_type=op_type, name=ctx.name, attrs=dict(attrs or {}), inputs=list(inputs),
-                      num_outputs=1, opset=ctx.opset,
-                      emit_fn=lambda op, ins, index: ctx.emit_fn(op, ins, index if final else None))
-    return get_builder(op_type)(sub)
-
-
 def _emit(ctx: NodeContext, op, inputs: Sequence[Var], final: bool) -> Var:
     return ctx.emit(op, list(inputs), 0 if final else None)
 
 
 def _affine(ctx: NodeContext, x: Var, scale, bias, final: bool = False) -> Var:
     """``x * scale + bias`` (constants broadcast against ``x``)."""
-    scale = _as_float(torch.as_tensor(scale, dtype=torch.float32))
-    bias = _as_float(torch.as_tensor(bias, dtype=torch.float32))
+    scale = torch.as_tensor(scale, dtype=torch.float32)
+    bias = torch.as_tensor(bias, dtype=torch.float32)
     return _emit(ctx, ElementwiseAffine(scale, bias, x.shape), [x], final)
 
 
@@ -287,6 +277,7 @@ def build_normalization(ctx: NodeContext):
     ``axis`` on (LayerNormalization), over the spatial axes with per-channel
     scale and bias (InstanceNormalization)."""
     from bounds.ops.activations import Pow, Reciprocal, Sqrt
+    from bounds.ops.product import Mul2
     if ctx.num_outputs > 1:
         raise BuildError(f"{ctx.op_type} with Mean/InvStdDev outputs")
     x = ctx.var(0)
@@ -305,7 +296,7 @@ def build_normalization(ctx: NodeContext):
     variance = _emit(ctx, Reduce(axes, True, square.shape, mean=True), [square], False)
     std = _emit(ctx, Sqrt(), [_affine(ctx, variance, 1.0, eps)], False)
     inv_std = _emit(ctx, Reciprocal(), [std], False)
-    normalized = _call(ctx, "Mul", [centred, inv_std])
+    normalized = _emit(ctx, Mul2(), [centred, inv_std], False)   # same rank: the means keep their axes
     scale = _check_finite(ctx, ctx.const(1, float_=True))
     bias = _check_finite(ctx, ctx.const(2, float_=True)) if ctx.has_input(2) else torch.zeros(())
     if per_channel is not None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-
 from bounds.ops.base import BackwardContext, Operator
 from bounds.ops.registry import NodeContext, normalize_axis, register
 

@@ -2,8 +2,8 @@
 
 Reshape (also Flatten/Squeeze/Unsqueeze), Transpose, Concat (variables and
 constants), AxisSelect (Slice, Split, Gather with constant indices,
-nearest-neighbour Resize (built in ``resize.py``), edge/reflect Pad), Pad with a constant value, and
-Expand.  Per-sample axis ``k`` is runtime axis ``k+1`` for values and ``k+2``
+nearest-neighbour Resize built in ``resize.py``, edge/reflect Pad), Pad with
+a constant value, and Expand.  Per-sample axis ``k`` is runtime axis ``k+1`` for values and ``k+2``
 for backward coefficients ``(B, S, ...)``.
 """
 from __future__ import annotations
